@@ -1,0 +1,126 @@
+"""Initial schema: users, login sessions and customers.
+
+This is the project's only revision. Until the first release it is edited in place.
+
+Revision ID: 0001
+Revises:
+Create Date: 2026-11-25 18:00:00
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+from sqlalchemy.dialects import postgresql
+
+import app_db.models.types
+
+revision: str = "0001"
+down_revision: str | None = None
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def _id() -> sa.Column[object]:
+    return sa.Column("id", sa.Uuid(), server_default=sa.text("gen_random_uuid()"), nullable=False)
+
+
+def _timestamp(
+    name: str, *, server_default: bool = True, nullable: bool = False
+) -> sa.Column[object]:
+    return sa.Column(
+        name,
+        app_db.models.types.TZDateTime(),
+        server_default=sa.text("now()") if server_default else None,
+        nullable=nullable,
+    )
+
+
+def upgrade() -> None:
+    op.create_table(
+        "users",
+        _id(),
+        sa.Column("email", sa.Text(), nullable=False),
+        sa.Column("display_name", sa.Text(), nullable=True),
+        sa.Column("password_hash", sa.Text(), nullable=False),
+        sa.Column("is_active", sa.Boolean(), server_default=sa.true(), nullable=False),
+        _timestamp("created_at"),
+        _timestamp("updated_at"),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_users")),
+        sa.CheckConstraint(
+            "char_length(email) BETWEEN 3 AND 320", name=op.f("ck_users_email_length")
+        ),
+        sa.CheckConstraint(
+            "char_length(display_name) BETWEEN 1 AND 100",
+            name=op.f("ck_users_display_name_length"),
+        ),
+        sa.CheckConstraint("password_hash <> ''", name=op.f("ck_users_password_hash_not_empty")),
+    )
+    op.create_index("uq_users_email_lower", "users", [sa.text("lower(email)")], unique=True)
+
+    op.create_table(
+        "sessions",
+        _id(),
+        sa.Column("user_id", sa.Uuid(), nullable=False),
+        sa.Column("token_hash", sa.LargeBinary(), nullable=False),
+        _timestamp("created_at"),
+        _timestamp("expires_at", server_default=False),
+        _timestamp("last_seen_at"),
+        _timestamp("revoked_at", server_default=False, nullable=True),
+        sa.Column("ip", postgresql.INET(), nullable=True),
+        sa.Column("user_agent", sa.Text(), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_sessions")),
+        sa.ForeignKeyConstraint(
+            ["user_id"],
+            ["users.id"],
+            name=op.f("fk_sessions_user_id_users"),
+            ondelete="CASCADE",
+        ),
+        sa.UniqueConstraint("token_hash", name=op.f("uq_sessions_token_hash")),
+        sa.CheckConstraint(
+            "octet_length(token_hash) = 32", name=op.f("ck_sessions_token_hash_length")
+        ),
+        sa.CheckConstraint(
+            "char_length(user_agent) <= 512", name=op.f("ck_sessions_user_agent_length")
+        ),
+        sa.CheckConstraint(
+            "expires_at > created_at", name=op.f("ck_sessions_expires_after_created")
+        ),
+    )
+    op.create_index(op.f("ix_sessions_user_id"), "sessions", ["user_id"])
+    op.create_index(op.f("ix_sessions_expires_at"), "sessions", ["expires_at"])
+
+    op.create_table(
+        "customers",
+        _id(),
+        sa.Column("name", sa.Text(), nullable=False),
+        sa.Column("email", sa.Text(), nullable=True),
+        sa.Column("phone", sa.Text(), nullable=True),
+        sa.Column("owner_id", sa.Uuid(), nullable=True),
+        _timestamp("created_at"),
+        _timestamp("updated_at"),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_customers")),
+        sa.ForeignKeyConstraint(
+            ["owner_id"],
+            ["users.id"],
+            name=op.f("fk_customers_owner_id_users"),
+            ondelete="SET NULL",
+        ),
+        sa.CheckConstraint(
+            "char_length(name) BETWEEN 1 AND 200", name=op.f("ck_customers_name_length")
+        ),
+        sa.CheckConstraint(
+            "char_length(email) BETWEEN 3 AND 320", name=op.f("ck_customers_email_length")
+        ),
+        sa.CheckConstraint(
+            "char_length(phone) BETWEEN 3 AND 32", name=op.f("ck_customers_phone_length")
+        ),
+    )
+    op.create_index(op.f("ix_customers_owner_id"), "customers", ["owner_id"])
+
+
+def downgrade() -> None:
+    op.drop_table("customers")
+    op.drop_table("sessions")
+    op.drop_index("uq_users_email_lower", table_name="users")
+    op.drop_table("users")

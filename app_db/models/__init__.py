@@ -1,0 +1,27 @@
+"""SQLModel classes that are both Pydantic schemas and tables."""
+
+from app_db.models.base import NAMING_CONVENTION, AppModel, metadata
+from app_db.models.customer import Customer, CustomerCreate, CustomerRead, CustomerUpdate
+from app_db.models.session import Session, SessionCreate, SessionRead, SessionUpdate
+from app_db.models.types import TZDateTime, uuid7
+from app_db.models.user import User, UserCreate, UserRead, UserUpdate
+
+__all__ = [
+    "NAMING_CONVENTION",
+    "AppModel",
+    "Customer",
+    "CustomerCreate",
+    "CustomerRead",
+    "CustomerUpdate",
+    "Session",
+    "SessionCreate",
+    "SessionRead",
+    "SessionUpdate",
+    "TZDateTime",
+    "User",
+    "UserCreate",
+    "UserRead",
+    "UserUpdate",
+    "metadata",
+    "uuid7",
+]

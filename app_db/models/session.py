@@ -1,0 +1,69 @@
+"""Login sessions: one row per issued token, keyed by the token's SHA-256, never the token."""
+
+import ipaddress
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import AfterValidator, AwareDatetime, StringConstraints
+from sqlalchemy import CheckConstraint, LargeBinary, Text
+from sqlalchemy.dialects.postgresql import INET
+from sqlmodel import Field
+
+from app_db.models.base import AppModel
+from app_db.models.columns import created_at_field, id_field
+from app_db.models.types import PostgresText, TZDateTime
+
+TOKEN_HASH_BYTES = 32
+USER_AGENT_MAX_LENGTH = 512
+
+
+def _ip_address(value: str) -> str:
+    return str(ipaddress.ip_address(value))
+
+
+IPAddress = Annotated[str, StringConstraints(strip_whitespace=True), AfterValidator(_ip_address)]
+UserAgent = Annotated[str, StringConstraints(max_length=USER_AGENT_MAX_LENGTH), PostgresText]
+
+
+class SessionBase(AppModel):
+    user_id: uuid.UUID = Field(foreign_key="users.id", ondelete="CASCADE", index=True)
+    ip: IPAddress | None = Field(default=None, sa_type=INET)
+    user_agent: UserAgent | None = Field(default=None, sa_type=Text)
+
+
+class SessionCreate(SessionBase):
+    expires_at: AwareDatetime
+
+
+class SessionUpdate(AppModel):
+    expires_at: AwareDatetime | None = None
+    last_seen_at: AwareDatetime | None = None
+    revoked_at: AwareDatetime | None = None
+
+
+class SessionRead(SessionBase):
+    id: uuid.UUID
+    created_at: AwareDatetime
+    expires_at: AwareDatetime
+    last_seen_at: AwareDatetime
+    revoked_at: AwareDatetime | None
+
+
+class Session(SessionBase, table=True):
+    __tablename__ = "sessions"
+    __table_args__ = (
+        CheckConstraint(f"octet_length(token_hash) = {TOKEN_HASH_BYTES}", name="token_hash_length"),
+        CheckConstraint(
+            f"char_length(user_agent) <= {USER_AGENT_MAX_LENGTH}", name="user_agent_length"
+        ),
+        CheckConstraint("expires_at > created_at", name="expires_after_created"),
+    )
+    __mapper_args__ = {"eager_defaults": True}  # noqa: RUF012
+
+    id: uuid.UUID = id_field()
+    token_hash: bytes = Field(sa_type=LargeBinary, unique=True)
+    created_at: datetime = created_at_field()
+    expires_at: datetime = Field(sa_type=TZDateTime, nullable=False, index=True)
+    last_seen_at: datetime = created_at_field()
+    revoked_at: datetime | None = Field(default=None, sa_type=TZDateTime)

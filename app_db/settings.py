@@ -1,0 +1,177 @@
+"""Database settings, read from the environment and an optional ``.env`` file."""
+
+import ssl
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from pydantic import Field, FilePath, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from app_db.errors import ConfigurationError
+
+SSLMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
+
+ASYNC_DRIVER = "postgresql+asyncpg"
+_POSTGRES_SCHEMES = frozenset({"postgres", "postgresql"})
+_SSL_QUERY_KEYS = ("sslmode", "ssl", "sslrootcert")
+
+
+class Settings(BaseSettings):
+    """Connection and pool settings; each field is read from the upper-case variable of its name.
+
+    Give either ``DATABASE_URL`` or the parts ``POSTGRES_HOST``, ``POSTGRES_PORT``,
+    ``POSTGRES_USER``, ``POSTGRES_PASSWORD`` and ``POSTGRES_DB``. Secrets are ``SecretStr``
+    and validation errors never echo their input.
+    """
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+        hide_input_in_errors=True,
+    )
+
+    database_url: SecretStr | None = None
+    postgres_host: str | None = None
+    postgres_port: int = Field(default=5432, ge=1, le=65535)
+    postgres_user: str | None = None
+    postgres_password: SecretStr | None = None
+    postgres_db: str | None = None
+
+    database_pool_size: int = Field(default=10, ge=1)
+    database_max_overflow: int = Field(default=5, ge=0)
+    database_pool_timeout: float = Field(default=10.0, gt=0)
+    database_pool_recycle: int = Field(default=1800, ge=-1)
+    database_pool_pre_ping: bool = True
+    database_statement_timeout_ms: int = Field(default=30_000, ge=0)
+    database_connect_timeout: float = Field(default=10.0, gt=0)
+    database_application_name: str = Field(default="app_db", max_length=63)
+    database_sslmode: SSLMode | None = None
+    database_sslrootcert: FilePath | None = None
+    database_echo: bool = False
+
+    @model_validator(mode="after")
+    def _require_a_database(self) -> "Settings":
+        self.sqlalchemy_url()
+        self._ssl_arg()
+        return self
+
+    def sqlalchemy_url(self) -> URL:
+        """Return the asyncpg URL, without any SSL query options (they go to ``connect_args``)."""
+        if self.database_url is not None:
+            url = _parse_database_url(self.database_url.get_secret_value())
+        else:
+            url = self._url_from_parts()
+        return url.difference_update_query(_SSL_QUERY_KEYS)
+
+    def _url_from_parts(self) -> URL:
+        missing = [
+            name
+            for name, value in (
+                ("POSTGRES_HOST", self.postgres_host),
+                ("POSTGRES_USER", self.postgres_user),
+                ("POSTGRES_DB", self.postgres_db),
+            )
+            if not value
+        ]
+        if missing:
+            raise ValueError(
+                "no database configured: set DATABASE_URL, or POSTGRES_HOST, POSTGRES_USER and "
+                f"POSTGRES_DB (missing: {', '.join(missing)})"
+            )
+        password = self.postgres_password
+        return URL.create(
+            ASYNC_DRIVER,
+            username=self.postgres_user,
+            password=password.get_secret_value() if password is not None else None,
+            host=self.postgres_host,
+            port=self.postgres_port,
+            database=self.postgres_db,
+        )
+
+    def sslmode(self) -> SSLMode | None:
+        """Return the SSL mode: ``DATABASE_SSLMODE``, else ``sslmode`` in ``DATABASE_URL``."""
+        if self.database_sslmode is not None:
+            return self.database_sslmode
+        mode = self._url_query("sslmode") or self._url_query("ssl")
+        if mode is None:
+            return None
+        for known in get_args(SSLMode):
+            if mode == known:
+                return known  # type: ignore[no-any-return]
+        raise ValueError("DATABASE_URL: sslmode must be one of " + ", ".join(get_args(SSLMode)))
+
+    def sslrootcert(self) -> Path | None:
+        """Return the CA file from ``DATABASE_SSLROOTCERT``, else from ``DATABASE_URL``."""
+        if self.database_sslrootcert is not None:
+            return Path(self.database_sslrootcert)
+        path = self._url_query("sslrootcert")
+        return Path(path) if path else None
+
+    def _url_query(self, key: str) -> str | None:
+        if self.database_url is None:
+            return None
+        value = _parse_database_url(self.database_url.get_secret_value()).query.get(key)
+        if isinstance(value, tuple):
+            raise ValueError(f"DATABASE_URL: {key} is given more than once")
+        return value
+
+    def connect_args(self) -> dict[str, Any]:
+        """Return the keyword arguments that asyncpg's ``connect()`` receives."""
+        server_settings = {"application_name": self.database_application_name}
+        if self.database_statement_timeout_ms:
+            server_settings["statement_timeout"] = str(self.database_statement_timeout_ms)
+        args: dict[str, Any] = {
+            "server_settings": server_settings,
+            "timeout": self.database_connect_timeout,
+        }
+        ssl_arg = self._ssl_arg()
+        if ssl_arg is not None:
+            args["ssl"] = ssl_arg
+        return args
+
+    def _ssl_arg(self) -> str | ssl.SSLContext | None:
+        mode = self.sslmode()
+        rootcert = self.sslrootcert()
+        if mode in ("verify-ca", "verify-full") and rootcert is not None:
+            if not rootcert.is_file():
+                raise ValueError("DATABASE_SSLROOTCERT: no such file")
+            context = ssl.create_default_context(cafile=rootcert)
+            context.check_hostname = mode == "verify-full"
+            return context
+        return mode
+
+
+def _parse_database_url(raw: str) -> URL:
+    try:
+        url = make_url(raw)
+    except (ArgumentError, ValueError):
+        raise ValueError("DATABASE_URL is not a valid URL") from None
+    scheme, _, driver = url.drivername.partition("+")
+    if scheme not in _POSTGRES_SCHEMES:
+        raise ValueError(
+            f"DATABASE_URL must start with postgres:// or postgresql://, not {scheme}://"
+        )
+    if driver not in ("", "asyncpg"):
+        raise ValueError(f"DATABASE_URL names the driver {driver!r}; app_db uses asyncpg")
+    return url.set(drivername=ASYNC_DRIVER)
+
+
+def load_settings(**values: Any) -> Settings:
+    """Read the settings, raising ``ConfigurationError`` that names each bad variable."""
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        raise ConfigurationError(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False, include_context=False):
+        variable = ".".join(str(part) for part in error["loc"]).upper()
+        message = error["msg"].removeprefix("Value error, ")
+        problems.append(f"{variable}: {message}" if variable else message)
+    return "invalid database settings: " + "; ".join(problems)

@@ -1,0 +1,86 @@
+"""The engine factory, the sessionmaker and the transaction context manager."""
+
+import pytest
+from pydantic import SecretStr
+from sqlalchemy import func, text
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app_db import Settings, create_engine, create_sessionmaker, transaction
+from app_db.models import Customer, CustomerCreate
+
+
+def settings(**values: object) -> Settings:
+    return Settings(_env_file=None, **values)  # type: ignore[arg-type]
+
+
+async def count_customers(db_session: AsyncSession, name: str) -> int:
+    result = await db_session.exec(
+        select(func.count()).select_from(Customer).where(Customer.name == name)
+    )
+    return result.one()
+
+
+async def test_engine_is_lazy_and_takes_its_pool_from_settings() -> None:
+    engine = create_engine(
+        settings(
+            database_url=SecretStr("postgresql://app@127.0.0.1:1/nowhere"),
+            database_pool_size=3,
+            database_max_overflow=2,
+            database_pool_timeout=4.5,
+        )
+    )
+    try:
+        assert engine.url.drivername == "postgresql+asyncpg"
+        assert engine.pool.size() == 3  # type: ignore[attr-defined]
+        assert engine.pool._max_overflow == 2  # type: ignore[attr-defined]
+        assert engine.pool._timeout == 4.5  # type: ignore[attr-defined]
+        assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    finally:
+        await engine.dispose()
+
+
+async def test_server_settings_reach_the_connection(app_db_engine: AsyncEngine) -> None:
+    async with app_db_engine.connect() as connection:
+        application_name = await connection.scalar(text("SHOW application_name"))
+        statement_timeout = await connection.scalar(text("SHOW statement_timeout"))
+
+    assert application_name == "app_db"
+    assert statement_timeout == "30s"
+
+
+def test_sessionmaker_gives_sqlmodel_sessions_that_keep_attributes(
+    app_db_engine: AsyncEngine,
+) -> None:
+    sessionmaker = create_sessionmaker(app_db_engine)
+
+    assert sessionmaker.class_ is AsyncSession
+    assert sessionmaker.kw["expire_on_commit"] is False
+
+
+async def test_transaction_commits_on_success(
+    db_sessionmaker: async_sessionmaker[AsyncSession], db_session: AsyncSession
+) -> None:
+    async with transaction(db_sessionmaker) as session:
+        session.add(Customer.model_validate(CustomerCreate(name="committed")))
+
+    assert await count_customers(db_session, "committed") == 1
+
+
+async def test_transaction_rolls_back_on_error(
+    db_sessionmaker: async_sessionmaker[AsyncSession], db_session: AsyncSession
+) -> None:
+    class HandlerError(Exception):
+        pass
+
+    async def failing_handler() -> None:
+        async with transaction(db_sessionmaker) as session:
+            session.add(Customer.model_validate(CustomerCreate(name="rolled back")))
+            await session.flush()
+            raise HandlerError
+
+    with pytest.raises(HandlerError):
+        await failing_handler()
+
+    assert await count_customers(db_session, "rolled back") == 0
