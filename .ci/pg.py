@@ -1,6 +1,6 @@
 """CI helper: probe a PostgreSQL server, or create and drop a scratch database on it.
 
-Usage: python .ci/pg.py probe URL | create URL | drop URL
+Usage: python .ci/pg.py probe SERVER_URL | create SERVER_URL | drop SERVER_URL DATABASE_URL
 `create` prints the new database's URL; `drop` only drops databases that `create` made.
 """
 
@@ -19,7 +19,7 @@ async def probe(url: str) -> None:
     await connection.close()
 
 
-async def main(action: str, url: str) -> None:
+async def main(action: str, url: str, *args: str) -> None:
     server = TestServer(make_url(url).set(drivername="postgresql+asyncpg"), "ci", lambda: None)
     if action == "probe":
         await probe(url)
@@ -29,10 +29,10 @@ async def main(action: str, url: str) -> None:
             created.set(drivername="postgresql").render_as_string(hide_password=False) + "\n"
         )
     elif action == "drop":
-        await server.drop_database(make_url(url))
+        await server.drop_database(make_url(args[0]))
     else:
         raise SystemExit(f"unknown action {action!r}")
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2]))
+    asyncio.run(main(*sys.argv[1:]))
