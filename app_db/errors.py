@@ -1,4 +1,17 @@
-"""Typed errors raised by app_db in place of raw driver or SQLAlchemy exceptions."""
+"""Typed errors raised by app_db in place of raw driver or SQLAlchemy exceptions.
+
+Database errors are mapped by the name of the violated constraint (the naming convention
+on the metadata makes these names exact), never by parsing message text.
+"""
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy.exc import DataError, IntegrityError, StatementError
+
+from app_db.models import metadata
 
 
 class AppDBError(Exception):
@@ -9,8 +22,120 @@ class ConfigurationError(AppDBError, ValueError):
     """Raise when the settings are missing or invalid; the message names the variable."""
 
 
+class InvalidInputError(AppDBError, ValueError):
+    """Raise when input is refused; ``field`` and ``position`` say where, when known."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        position: int | None = None,
+        details: list[dict[str, Any]] | None = None,
+    ) -> None:
+        where = []
+        if position is not None:
+            where.append(f"row {position}")
+        if field is not None:
+            where.append(f"field {field!r}")
+        super().__init__(f"{', '.join(where)}: {message}" if where else message)
+        self.field = field
+        self.position = position
+        self.details = details or [{"field": field, "message": message}]
+
+    @classmethod
+    def from_validation(
+        cls, error: ValidationError, *, position: int | None = None
+    ) -> "InvalidInputError":
+        """Build from a Pydantic error, keeping field names and messages but not the input."""
+        details = [
+            {"field": ".".join(str(part) for part in e["loc"]) or None, "message": e["msg"]}
+            for e in error.errors(include_url=False, include_input=False, include_context=False)
+        ]
+        first = details[0]
+        return cls(str(first["message"]), field=first["field"], position=position, details=details)
+
+
+class NotFoundError(AppDBError, LookupError):
+    """Raise when the row an operation needs does not exist."""
+
+    def __init__(self, entity: str, key: object = None) -> None:
+        super().__init__(f"{entity} not found" if key is None else f"{entity} {key} not found")
+        self.entity = entity
+        self.key = key
+
+
+class ConflictError(AppDBError):
+    """Raise when a write clashes with a uniqueness or reference rule of the schema."""
+
+    def __init__(self, message: str, *, constraint: str | None = None) -> None:
+        super().__init__(message)
+        self.constraint = constraint
+
+
+class DuplicateEmailError(ConflictError):
+    """Raise when another user already has the email, compared case-insensitively."""
+
+
 def violated_constraint(error: BaseException) -> str | None:
     """Return the name of the constraint a database error violated, read from the driver."""
-    driver_error = getattr(getattr(error, "orig", None), "driver_exception", None)
-    name = getattr(driver_error, "constraint_name", None)
+    driver_error = getattr(error, "driver_exception", None) or getattr(
+        getattr(error, "orig", None), "driver_exception", None
+    )
+    name = getattr(driver_error, "constraint_name", None) or getattr(error, "constraint_name", None)
     return name if isinstance(name, str) else None
+
+
+def _check_field(constraint: str) -> str | None:
+    """Return the column a check constraint guards: its name is ``ck_<table>_<column>...``."""
+    for table in metadata.sorted_tables:
+        rule = constraint.removeprefix(f"ck_{table.name}_")
+        if rule != constraint:
+            names = [c for c in table.columns.keys() if rule.startswith(c)]  # noqa: SIM118
+            return max(names, key=len) if names else None
+    return None
+
+
+_BY_CONSTRAINT: dict[str, Callable[[str], AppDBError]] = {
+    "uq_users_email_lower": lambda name: DuplicateEmailError(
+        "a user with this email already exists", constraint=name
+    ),
+    "uq_sessions_token_hash": lambda name: ConflictError(
+        "session token collision", constraint=name
+    ),
+    "fk_sessions_user_id_users": lambda _: NotFoundError("user"),
+    "fk_customers_owner_id_users": lambda _: InvalidInputError(
+        "no user has this id", field="owner_id"
+    ),
+}
+
+
+def error_for_constraint(constraint: str | None) -> AppDBError | None:
+    """Return the typed error for a violated constraint, or ``None`` for an unknown one."""
+    if constraint is None:
+        return None
+    build = _BY_CONSTRAINT.get(constraint)
+    if build is not None:
+        return build(constraint)
+    field = _check_field(constraint)
+    if field is not None:
+        return InvalidInputError(f"violates {constraint}", field=field)
+    return None
+
+
+@contextmanager
+def translated_errors() -> Iterator[None]:
+    """Turn expected database failures raised inside the block into app_db's typed errors."""
+    try:
+        yield
+    except IntegrityError as exc:
+        typed = error_for_constraint(violated_constraint(exc))
+        if typed is None:
+            raise
+        raise typed from exc
+    except DataError as exc:
+        raise InvalidInputError("value not accepted by the database") from exc
+    except StatementError as exc:
+        if isinstance(exc.orig, ValueError):
+            raise InvalidInputError(str(exc.orig)) from exc
+        raise

@@ -1,6 +1,7 @@
 """Database settings, read from the environment and an optional ``.env`` file."""
 
 import ssl
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -160,6 +161,38 @@ def _parse_database_url(raw: str) -> URL:
     return url.set(drivername=ASYNC_DRIVER)
 
 
+class SessionSettings(BaseSettings):
+    """Login-session lifetimes, from ``SESSION_*`` variables (seconds or ISO 8601 durations).
+
+    A session expires after ``SESSION_IDLE_TIMEOUT`` without use, and at the latest
+    ``SESSION_MAX_LIFETIME`` after it was issued. ``last_seen_at`` and the sliding expiry are
+    written at most once per ``SESSION_TOUCH_INTERVAL``.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="SESSION_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+        hide_input_in_errors=True,
+    )
+
+    idle_timeout: timedelta = timedelta(days=7)
+    max_lifetime: timedelta = timedelta(days=30)
+    touch_interval: timedelta = timedelta(minutes=5)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "SessionSettings":
+        if min(self.idle_timeout, self.max_lifetime, self.touch_interval) <= timedelta(0):
+            raise ValueError("SESSION_* durations must be positive")
+        if self.idle_timeout > self.max_lifetime:
+            raise ValueError("SESSION_IDLE_TIMEOUT must not exceed SESSION_MAX_LIFETIME")
+        if self.touch_interval >= self.idle_timeout:
+            raise ValueError("SESSION_TOUCH_INTERVAL must be shorter than SESSION_IDLE_TIMEOUT")
+        return self
+
+
 def load_settings(**values: Any) -> Settings:
     """Read the settings, raising ``ConfigurationError`` that names each bad variable."""
     try:
@@ -168,10 +201,19 @@ def load_settings(**values: Any) -> Settings:
         raise ConfigurationError(_describe(exc)) from None
 
 
-def _describe(exc: ValidationError) -> str:
+def load_session_settings(**values: Any) -> SessionSettings:
+    """Read the session settings, raising ``ConfigurationError`` that names each bad variable."""
+    try:
+        return SessionSettings(**values)
+    except ValidationError as exc:
+        raise ConfigurationError(_describe(exc, prefix="SESSION_")) from None
+
+
+def _describe(exc: ValidationError, prefix: str = "") -> str:
     problems = []
     for error in exc.errors(include_url=False, include_input=False, include_context=False):
         variable = ".".join(str(part) for part in error["loc"]).upper()
+        variable = f"{prefix}{variable}" if variable else ""
         message = error["msg"].removeprefix("Value error, ")
         problems.append(f"{variable}: {message}" if variable else message)
-    return "invalid database settings: " + "; ".join(problems)
+    return "invalid settings: " + "; ".join(problems)

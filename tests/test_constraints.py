@@ -138,7 +138,7 @@ async def test_check_constraints_hold(
     [
         pytest.param(bytes(31), timedelta(hours=1), "ck_sessions_token_hash_length", id="hash"),
         pytest.param(
-            bytes(32), timedelta(seconds=-1), "ck_sessions_expires_after_created", id="expiry"
+            bytes(32), timedelta(seconds=-1), "ck_sessions_expires_at_after_created_at", id="expiry"
         ),
     ],
 )

@@ -37,6 +37,11 @@ def _timestamp(
 
 
 def upgrade() -> None:
+    # Trigram indexes serve the case-insensitive customer search (ILIKE '%term%'). pg_trgm is
+    # a trusted extension: the database owner may create it. Downgrade leaves it in place,
+    # since other schemas in the database may use it.
+    op.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+
     op.create_table(
         "users",
         _id(),
@@ -84,7 +89,7 @@ def upgrade() -> None:
             "char_length(user_agent) <= 512", name=op.f("ck_sessions_user_agent_length")
         ),
         sa.CheckConstraint(
-            "expires_at > created_at", name=op.f("ck_sessions_expires_after_created")
+            "expires_at > created_at", name=op.f("ck_sessions_expires_at_after_created_at")
         ),
     )
     op.create_index(op.f("ix_sessions_user_id"), "sessions", ["user_id"])
@@ -117,9 +122,27 @@ def upgrade() -> None:
         ),
     )
     op.create_index(op.f("ix_customers_owner_id"), "customers", ["owner_id"])
+    op.create_index("ix_customers_created_at_id", "customers", ["created_at", "id"])
+    op.create_index(
+        "ix_customers_name_trgm",
+        "customers",
+        ["name"],
+        postgresql_using="gin",
+        postgresql_ops={"name": "gin_trgm_ops"},
+    )
+    op.create_index(
+        "ix_customers_email_trgm",
+        "customers",
+        ["email"],
+        postgresql_using="gin",
+        postgresql_ops={"email": "gin_trgm_ops"},
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_customers_email_trgm", table_name="customers")
+    op.drop_index("ix_customers_name_trgm", table_name="customers")
+    op.drop_index("ix_customers_created_at_id", table_name="customers")
     op.drop_table("customers")
     op.drop_table("sessions")
     op.drop_index("uq_users_email_lower", table_name="users")

@@ -5,7 +5,7 @@ from datetime import datetime
 from typing import Annotated
 
 from pydantic import AwareDatetime, StringConstraints
-from sqlalchemy import CheckConstraint, Text
+from sqlalchemy import CheckConstraint, Index, Text
 from sqlmodel import Field
 
 from app_db.models.base import AppModel
@@ -66,6 +66,19 @@ class Customer(CustomerBase, table=True):
         ),
         CheckConstraint(
             f"char_length(phone) BETWEEN 3 AND {PHONE_MAX_LENGTH}", name="phone_length"
+        ),
+        Index("ix_customers_created_at_id", "created_at", "id"),
+        Index(
+            "ix_customers_name_trgm",
+            "name",
+            postgresql_using="gin",
+            postgresql_ops={"name": "gin_trgm_ops"},
+        ),
+        Index(
+            "ix_customers_email_trgm",
+            "email",
+            postgresql_using="gin",
+            postgresql_ops={"email": "gin_trgm_ops"},
         ),
     )
     __mapper_args__ = {"eager_defaults": True}  # noqa: RUF012

@@ -7,12 +7,11 @@ from typing import Annotated
 
 from pydantic import AfterValidator, AwareDatetime, StringConstraints
 from sqlalchemy import CheckConstraint, LargeBinary, Text
-from sqlalchemy.dialects.postgresql import INET
 from sqlmodel import Field
 
 from app_db.models.base import AppModel
 from app_db.models.columns import created_at_field, id_field
-from app_db.models.types import PostgresText, TZDateTime
+from app_db.models.types import IPAddressType, PostgresText, TZDateTime
 
 TOKEN_HASH_BYTES = 32
 USER_AGENT_MAX_LENGTH = 512
@@ -28,7 +27,7 @@ UserAgent = Annotated[str, StringConstraints(max_length=USER_AGENT_MAX_LENGTH), 
 
 class SessionBase(AppModel):
     user_id: uuid.UUID = Field(foreign_key="users.id", ondelete="CASCADE", index=True)
-    ip: IPAddress | None = Field(default=None, sa_type=INET)
+    ip: IPAddress | None = Field(default=None, sa_type=IPAddressType)
     user_agent: UserAgent | None = Field(default=None, sa_type=Text)
 
 
@@ -57,7 +56,7 @@ class Session(SessionBase, table=True):
         CheckConstraint(
             f"char_length(user_agent) <= {USER_AGENT_MAX_LENGTH}", name="user_agent_length"
         ),
-        CheckConstraint("expires_at > created_at", name="expires_after_created"),
+        CheckConstraint("expires_at > created_at", name="expires_at_after_created_at"),
     )
     __mapper_args__ = {"eager_defaults": True}  # noqa: RUF012
 

@@ -1,6 +1,7 @@
 """Column types and validated field types shared by the models."""
 
 import os
+import threading
 import time
 import uuid
 from datetime import datetime
@@ -9,6 +10,7 @@ from typing import Annotated
 from email_validator import EmailNotValidError, validate_email
 from pydantic import AfterValidator, StringConstraints
 from sqlalchemy import DateTime
+from sqlalchemy.dialects.postgresql import INET
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
@@ -27,15 +29,44 @@ class TZDateTime(TypeDecorator[datetime]):
         return value
 
 
-def uuid7() -> uuid.UUID:
-    """Return a time-ordered UUID (RFC 9562 version 7), so new keys land at the index's end."""
-    value = time.time_ns() // 1_000_000 << 80 | int.from_bytes(os.urandom(10), "big")
-    value = value & ~(0xF000 << 64) | 0x7000 << 64
-    value = value & ~(0xC << 60) | 0x8 << 60
-    return uuid.UUID(int=value)
+class IPAddressType(TypeDecorator[str]):
+    """``inet`` read back as the address's text, the form the schemas use."""
+
+    impl = INET
+    cache_ok = True
+
+    def process_result_value(self, value: object, dialect: Dialect) -> str | None:  # noqa: ARG002
+        return None if value is None else str(value)
 
 
-def _postgres_text(value: str) -> str:
+class _UUID7:
+    """RFC 9562 version 7 with a 12-bit counter: keys made by one process keep their order."""
+
+    def __init__(self) -> None:
+        self._millis = 0
+        self._counter = 0
+        self._lock = threading.Lock()
+
+    def __call__(self) -> uuid.UUID:
+        random = int.from_bytes(os.urandom(8), "big")
+        now = time.time_ns() // 1_000_000
+        with self._lock:
+            if now > self._millis:
+                self._millis, self._counter = now, random >> 53  # 11 random bits: room to count
+            elif self._counter < 0xFFF:
+                self._counter += 1
+            else:
+                self._millis, self._counter = self._millis + 1, 0
+            millis, counter = self._millis, self._counter
+        rand_b = random & (1 << 62) - 1
+        return uuid.UUID(int=millis << 80 | 0x7 << 76 | counter << 64 | 0b10 << 62 | rand_b)
+
+
+uuid7 = _UUID7()
+"""Return a time-ordered UUID (version 7), so new keys land at the index's end, in order."""
+
+
+def postgres_text(value: str) -> str:
     if "\x00" in value:
         raise ValueError("must not contain NUL characters")
     try:
@@ -49,13 +80,13 @@ def normalize_email(value: str) -> str:
     """Return the email in normalised form (Unicode NFC, domain lower-cased); raise if invalid."""
     try:
         return validate_email(
-            _postgres_text(value), check_deliverability=False, allow_smtputf8=True
+            postgres_text(value), check_deliverability=False, allow_smtputf8=True
         ).normalized
     except EmailNotValidError as exc:
         raise ValueError(f"not a valid email address: {exc}") from None
 
 
-PostgresText = AfterValidator(_postgres_text)
+PostgresText = AfterValidator(postgres_text)
 """Refuse what a PostgreSQL ``text`` column cannot hold: NUL characters and lone surrogates."""
 
 Email = Annotated[

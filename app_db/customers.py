@@ -1,0 +1,114 @@
+"""Customers: create, read, update, delete, paginated search and bulk import.
+
+Every function takes the ``AsyncSession`` first, flushes, and never commits.
+"""
+
+import builtins
+import uuid
+
+from sqlalchemy import delete as sql_delete
+from sqlalchemy import or_, tuple_
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app_db.bulk import bulk_import
+from app_db.errors import InvalidInputError, NotFoundError, translated_errors
+from app_db.models import Customer, CustomerCreate, CustomerUpdate
+from app_db.models.types import postgres_text
+from app_db.pagination import Page, decode_cursor, encode_cursor
+from app_db.validation import validated
+
+MAX_PAGE_SIZE = 500
+MAX_SEARCH_LENGTH = 200
+_NOT_NULL = ("name",)
+
+__all__ = ["MAX_PAGE_SIZE", "bulk_import", "create", "delete", "get", "list", "update"]
+
+
+async def create(db: AsyncSession, data: CustomerCreate) -> Customer:
+    """Create a customer; an unknown ``owner_id`` raises ``InvalidInputError``."""
+    customer = Customer.model_validate(validated(CustomerCreate, data))
+    with translated_errors():
+        db.add(customer)
+        await db.flush()
+    return customer
+
+
+async def get(db: AsyncSession, customer_id: uuid.UUID) -> Customer | None:
+    """Return the customer with this id, or ``None``."""
+    return await db.get(Customer, customer_id)
+
+
+async def update(db: AsyncSession, customer_id: uuid.UUID, data: CustomerUpdate) -> Customer:
+    """Apply the fields set in ``data``; raise ``NotFoundError`` when there is no such customer."""
+    changes = validated(CustomerUpdate, data).model_dump(exclude_unset=True)
+    for field in _NOT_NULL:
+        if field in changes and changes[field] is None:
+            raise InvalidInputError("cannot be removed", field=field)
+    customer = await db.get(Customer, customer_id)
+    if customer is None:
+        raise NotFoundError("customer", customer_id)
+    customer.sqlmodel_update(changes)
+    with translated_errors():
+        await db.flush()
+    return customer
+
+
+async def delete(db: AsyncSession, customer_id: uuid.UUID) -> bool:
+    """Delete the customer; return whether it existed."""
+    result = await db.exec(
+        sql_delete(Customer)
+        .where(col(Customer.id) == customer_id)
+        .returning(col(Customer.id))
+        .execution_options(synchronize_session="evaluate")
+    )
+    return result.first() is not None
+
+
+async def list(
+    db: AsyncSession,
+    *,
+    limit: int = 50,
+    cursor: str | None = None,
+    search: str | None = None,
+) -> Page[Customer]:
+    """Return a page of customers ordered by (created_at, id).
+
+    ``search`` matches a part of the name or email in any letter case, served by trigram
+    indexes. A ``limit`` outside 1..``MAX_PAGE_SIZE`` raises ``InvalidInputError``.
+    """
+    if not 1 <= limit <= MAX_PAGE_SIZE:
+        raise InvalidInputError(f"must be between 1 and {MAX_PAGE_SIZE}", field="limit")
+    statement = select(Customer)
+    if cursor is not None:
+        created_at, row_id = decode_cursor(cursor)
+        statement = statement.where(
+            tuple_(col(Customer.created_at), col(Customer.id)) > tuple_(created_at, row_id)
+        )
+    if search:
+        pattern = f"%{_escape_like(_search_term(search))}%"
+        statement = statement.where(
+            or_(
+                col(Customer.name).ilike(pattern, escape="\\"),
+                col(Customer.email).ilike(pattern, escape="\\"),
+            )
+        )
+    statement = statement.order_by(col(Customer.created_at), col(Customer.id)).limit(limit + 1)
+    rows: builtins.list[Customer] = builtins.list((await db.exec(statement)).all())
+    if len(rows) <= limit:
+        return Page(items=rows, next_cursor=None)
+    last = rows[limit - 1]
+    return Page(items=rows[:limit], next_cursor=encode_cursor(last.created_at, last.id))
+
+
+def _search_term(search: str) -> str:
+    if len(search) > MAX_SEARCH_LENGTH:
+        raise InvalidInputError(f"at most {MAX_SEARCH_LENGTH} characters", field="search")
+    try:
+        return postgres_text(search)
+    except ValueError as exc:
+        raise InvalidInputError(str(exc), field="search") from None
+
+
+def _escape_like(term: str) -> str:
+    return term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

@@ -1,0 +1,262 @@
+"""Login sessions: opaque tokens whose SHA-256 alone is stored.
+
+Every function takes the ``AsyncSession`` first, flushes, and never commits.
+"""
+
+import uuid
+from collections.abc import Sequence
+from datetime import timedelta
+from functools import cache
+
+from pydantic import TypeAdapter
+from sqlalchemy import (
+    TextClause,
+    and_,
+    delete,
+    exists,
+    func,
+    insert,
+    text,
+    update,
+)
+from sqlalchemy import (
+    select as sa_select,
+)
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app_db.errors import InvalidInputError, translated_errors
+from app_db.models import Session, User
+from app_db.models.session import USER_AGENT_MAX_LENGTH, IPAddress
+from app_db.settings import SessionSettings, load_session_settings
+from app_db.tokens import hash_token, is_well_formed, new_token
+from app_db.validation import validated_value
+
+DEFAULT_PURGE_BATCH = 1000
+
+_IP = TypeAdapter(IPAddress | None)
+_SESSION_COLUMNS = list(Session.__table__.columns)  # type: ignore[attr-defined]
+_USER_COLUMNS = list(User.__table__.columns)  # type: ignore[attr-defined]
+
+
+@cache
+def default_settings() -> SessionSettings:
+    """Return the session settings from the environment, read once."""
+    return load_session_settings()
+
+
+def _live(token_hash: bytes):  # type: ignore[no-untyped-def]
+    return and_(
+        col(Session.token_hash) == token_hash,
+        col(Session.revoked_at).is_(None),
+        col(Session.expires_at) > func.now(),
+    )
+
+
+async def issue(
+    db: AsyncSession,
+    user_id: uuid.UUID,
+    *,
+    ttl: timedelta | None = None,
+    ip: str | None = None,
+    user_agent: str | None = None,
+    settings: SessionSettings | None = None,
+) -> tuple[str, Session]:
+    """Start a session for the user; return the token (shown once) and the stored row.
+
+    The session lasts ``ttl`` (default: the idle timeout), capped by the absolute lifetime.
+    Raises ``NotFoundError`` when no such user exists.
+    """
+    policy = settings or default_settings()
+    lifetime = policy.idle_timeout if ttl is None else ttl
+    if lifetime <= timedelta(0):
+        raise InvalidInputError("must be positive", field="ttl")
+    token = new_token()
+    values = {
+        "user_id": user_id,
+        "token_hash": hash_token(token),
+        "ip": validated_value(_IP, ip, field="ip"),
+        "user_agent": _clean_user_agent(user_agent),
+        # Evaluated by the server, so expiry follows the database clock.
+        "expires_at": func.now() + min(lifetime, policy.max_lifetime),
+    }
+    with translated_errors():
+        result = await db.exec(insert(Session).values(values).returning(Session))
+    session: Session = result.scalars().one()
+    return token, session
+
+
+_TOUCHED = ("expires_at", "last_seen_at")
+
+
+def _validate_statement() -> TextClause:
+    """Build the one-round-trip lookup: find the live session, touch it if due, return both."""
+    session_names = [c.name for c in _SESSION_COLUMNS]
+    user_names = [c.name for c in _USER_COLUMNS]
+    found = ", ".join(
+        [f"s.{name}" for name in session_names] + [f"u.{name} AS u_{name}" for name in user_names]
+    )
+    result = ", ".join(
+        [
+            f"COALESCE(touched.{name}, found.{name})" if name in _TOUCHED else f"found.{name}"
+            for name in session_names
+        ]
+        + [f"found.u_{name}" for name in user_names]
+    )
+    sql = f"""
+    WITH found AS (
+        SELECT {found}
+        FROM sessions AS s JOIN users AS u ON u.id = s.user_id
+        WHERE s.token_hash = :token_hash AND s.revoked_at IS NULL
+          AND s.expires_at > now() AND u.is_active
+    ), touched AS (
+        UPDATE sessions AS t
+        SET last_seen_at = now(),
+            expires_at = LEAST(now() + CAST(:idle_timeout AS interval),
+                             t.created_at + CAST(:max_lifetime AS interval))
+        FROM found
+        WHERE t.id = found.id AND t.last_seen_at <= now() - CAST(:touch_interval AS interval)
+        RETURNING t.id, t.last_seen_at, t.expires_at
+    )
+    SELECT {result}
+    FROM found LEFT JOIN touched ON touched.id = found.id
+    """  # noqa: S608 - built from the model's column names only
+    return text(sql).columns(*_SESSION_COLUMNS, *_USER_COLUMNS)  # type: ignore[return-value]
+
+
+_VALIDATE = _validate_statement()
+
+
+async def validate(
+    db: AsyncSession, token: str, *, settings: SessionSettings | None = None
+) -> tuple[Session, User] | None:
+    """Return the live session and its active user for a token, else ``None``, in one query.
+
+    ``None`` covers unknown, expired and revoked sessions and inactive users. A valid session's
+    ``last_seen_at`` and sliding expiry are renewed at most once per touch interval.
+    """
+    if not is_well_formed(token):
+        return None
+    policy = settings or default_settings()
+    statement = (
+        select(Session, User).from_statement(_VALIDATE).execution_options(populate_existing=True)
+    )
+    result = await db.exec(
+        statement,  # type: ignore[call-overload]
+        params={
+            "token_hash": hash_token(token),
+            "idle_timeout": policy.idle_timeout,
+            "max_lifetime": policy.max_lifetime,
+            "touch_interval": policy.touch_interval,
+        },
+    )
+    row = result.first()
+    return None if row is None else (row[0], row[1])
+
+
+async def rotate(
+    db: AsyncSession, token: str, *, settings: SessionSettings | None = None
+) -> tuple[str, Session] | None:
+    """Revoke a live session and issue a new token for its user (on login or privilege change).
+
+    Return ``None`` when the token is not live. Of concurrent rotations of one token, one wins.
+    """
+    if not is_well_formed(token):
+        return None
+    active_user = exists().where(col(User.id) == col(Session.user_id), col(User.is_active))
+    result = await db.exec(
+        update(Session)
+        .where(_live(hash_token(token)), active_user)
+        .values(revoked_at=func.now())
+        .returning(Session)
+        .execution_options(populate_existing=True, synchronize_session=False)
+    )
+    old = result.scalars().first()
+    if old is None:
+        return None
+    return await issue(db, old.user_id, ip=old.ip, user_agent=old.user_agent, settings=settings)
+
+
+async def revoke(db: AsyncSession, token: str) -> bool:
+    """Revoke the live session of a token; return whether there was one."""
+    if not is_well_formed(token):
+        return False
+    result = await db.exec(
+        update(Session)
+        .where(_live(hash_token(token)))
+        .values(revoked_at=func.now())
+        .returning(Session)
+        .execution_options(populate_existing=True, synchronize_session=False)
+    )
+    return result.scalars().first() is not None
+
+
+async def revoke_all(
+    db: AsyncSession, user_id: uuid.UUID, *, except_session_id: uuid.UUID | None = None
+) -> int:
+    """Revoke every live session of a user, but the one kept; return how many were revoked."""
+    conditions = [
+        col(Session.user_id) == user_id,
+        col(Session.revoked_at).is_(None),
+        col(Session.expires_at) > func.now(),
+    ]
+    if except_session_id is not None:
+        conditions.append(col(Session.id) != except_session_id)
+    result = await db.exec(
+        update(Session)
+        .where(*conditions)
+        .values(revoked_at=func.now())
+        .returning(Session)
+        .execution_options(populate_existing=True, synchronize_session=False)
+    )
+    return len(result.scalars().all())
+
+
+async def list_for_user(
+    db: AsyncSession, user_id: uuid.UUID, *, include_ended: bool = False
+) -> Sequence[Session]:
+    """Return the user's live sessions, newest first (with ``include_ended``, all of them)."""
+    statement = select(Session).where(col(Session.user_id) == user_id)
+    if not include_ended:
+        statement = statement.where(
+            col(Session.revoked_at).is_(None), col(Session.expires_at) > func.now()
+        )
+    result = await db.exec(statement.order_by(col(Session.created_at).desc(), col(Session.id)))
+    return result.all()
+
+
+async def purge_expired(
+    db: AsyncSession, *, batch_size: int = DEFAULT_PURGE_BATCH, max_batches: int | None = None
+) -> int:
+    """Delete expired sessions in batches; return how many were deleted.
+
+    Each batch locks at most ``batch_size`` rows and skips rows that requests hold locked, so
+    it runs beside live traffic. Revoked sessions stay until they expire, as an audit trail.
+    For a large backlog, call it with ``max_batches=1`` and commit between calls.
+    """
+    if batch_size < 1:
+        raise InvalidInputError("must be at least 1", field="batch_size")
+    batch = (
+        sa_select(col(Session.id))
+        .where(col(Session.expires_at) <= func.now())
+        .limit(batch_size)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    statement = delete(Session).where(col(Session.id).in_(batch))
+    connection = await db.connection()
+    deleted = batches = 0
+    while max_batches is None or batches < max_batches:
+        count = (await connection.execute(statement)).rowcount
+        deleted += count
+        batches += 1
+        if count < batch_size:
+            break
+    return deleted
+
+
+def _clean_user_agent(user_agent: str | None) -> str | None:
+    if user_agent is None:
+        return None
+    cleaned = user_agent.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+    return cleaned[:USER_AGENT_MAX_LENGTH] or None

@@ -1,0 +1,106 @@
+"""Users: sign-up, lookup, authentication and account changes.
+
+Every function takes the ``AsyncSession`` first, flushes, and never commits.
+"""
+
+import uuid
+
+from pydantic import SecretStr, TypeAdapter
+from sqlalchemy import func
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app_db import sessions
+from app_db.errors import InvalidInputError, NotFoundError, translated_errors
+from app_db.models import User, UserCreate, UserUpdate
+from app_db.models.types import normalize_email
+from app_db.models.user import Password
+from app_db.passwords import burn_verification, hash_password, needs_rehash, verify_password
+from app_db.validation import validated, validated_value
+
+_PASSWORD = TypeAdapter(Password)
+
+
+async def create(db: AsyncSession, data: UserCreate) -> User:
+    """Create a user with a normalised email and an argon2id password hash.
+
+    Raises ``DuplicateEmailError`` when the email is taken in any letter case. The insert runs
+    in a savepoint, so the caller's transaction stays usable after that error.
+    """
+    data = validated(UserCreate, data)
+    password_hash = await hash_password(data.password.get_secret_value())
+    user = User.model_validate(data, update={"password_hash": password_hash})
+    with translated_errors():
+        async with db.begin_nested():
+            db.add(user)
+    return user
+
+
+async def get(db: AsyncSession, user_id: uuid.UUID) -> User | None:
+    """Return the user with this id, or ``None``."""
+    return await db.get(User, user_id)
+
+
+async def get_by_email(db: AsyncSession, email: str) -> User | None:
+    """Return the user with this email in any letter case, or ``None`` (served by the index)."""
+    try:
+        normalized = normalize_email(email)
+    except ValueError:
+        return None
+    result = await db.exec(select(User).where(func.lower(User.email) == func.lower(normalized)))
+    return result.first()
+
+
+async def authenticate(db: AsyncSession, email: str, password: str | SecretStr) -> User | None:
+    """Return the active user whose password matches, else ``None``.
+
+    An unknown email costs one hash verification too, so timing does not reveal which emails
+    exist. A hash made with older parameters is replaced by one with the current parameters.
+    """
+    plain = password.get_secret_value() if isinstance(password, SecretStr) else password
+    user = await get_by_email(db, email)
+    if user is None:
+        await burn_verification(plain)
+        return None
+    if not await verify_password(user.password_hash, plain) or not user.is_active:
+        return None
+    if needs_rehash(user.password_hash):
+        user.password_hash = await hash_password(plain)
+        await db.flush()
+    return user
+
+
+async def update(db: AsyncSession, user_id: uuid.UUID, data: UserUpdate) -> User:
+    """Apply the fields set in ``data``; raise ``NotFoundError`` or ``DuplicateEmailError``."""
+    data = validated(UserUpdate, data)
+    changes = data.model_dump(exclude_unset=True)
+    if "email" in changes and changes["email"] is None:
+        raise InvalidInputError("email cannot be removed", field="email")
+    user = await _require(db, user_id)
+    with translated_errors():
+        async with db.begin_nested():
+            user.sqlmodel_update(changes)
+    return user
+
+
+async def set_password(db: AsyncSession, user_id: uuid.UUID, password: str | SecretStr) -> None:
+    """Replace the user's password hash. Other sessions stay valid: revoke them if needed."""
+    secret = validated_value(_PASSWORD, password, field="password")
+    user = await _require(db, user_id)
+    user.password_hash = await hash_password(secret.get_secret_value())
+    await db.flush()
+
+
+async def deactivate(db: AsyncSession, user_id: uuid.UUID) -> None:
+    """Mark the user inactive and revoke all of their sessions."""
+    user = await _require(db, user_id)
+    user.is_active = False
+    await db.flush()
+    await sessions.revoke_all(db, user_id)
+
+
+async def _require(db: AsyncSession, user_id: uuid.UUID) -> User:
+    user = await db.get(User, user_id)
+    if user is None:
+        raise NotFoundError("user", user_id)
+    return user

@@ -1,0 +1,91 @@
+"""customers.bulk_import: COPY in chunks, inside the caller's transaction, all or nothing."""
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app_db import InvalidInputError, create_sessionmaker, customers
+from app_db.models import CustomerCreate
+
+
+async def count(db: AsyncSession, prefix: str) -> int:
+    connection = await db.connection()
+    result = await connection.scalar(
+        text("SELECT count(*) FROM customers WHERE name LIKE :p"), {"p": f"{prefix}%"}
+    )
+    assert isinstance(result, int)
+    return result
+
+
+def generated(prefix: str, n: int) -> Iterator[dict[str, Any]]:
+    for i in range(n):
+        yield {"name": f"{prefix}{i}", "email": f"c{i}@example.com", "phone": "+1 555 0100"}
+
+
+async def test_imports_from_a_generator_in_chunks(db_session: AsyncSession) -> None:
+    loaded = await customers.bulk_import(db_session, generated("gen-", 2_345), chunk_rows=500)
+
+    assert loaded == 2_345
+    assert await count(db_session, "gen-") == 2_345
+    page = await customers.list(db_session, limit=3, search="gen-")
+    assert [c.name for c in page.items] == ["gen-0", "gen-1", "gen-2"]
+    assert page.items[0].email == "c0@example.com"
+    assert page.items[0].created_at.tzinfo is not None
+
+
+async def test_imports_validated_models_from_an_async_iterable(db_session: AsyncSession) -> None:
+    async def source() -> AsyncIterator[CustomerCreate]:
+        for i in range(10):
+            yield CustomerCreate(name=f"async-{i}")
+
+    assert await customers.bulk_import(db_session, source(), chunk_rows=3) == 10
+    assert await count(db_session, "async-") == 10
+
+
+async def test_bad_row_names_position_and_field_and_leaves_nothing(
+    db_session: AsyncSession,
+) -> None:
+    rows = list(generated("bad-", 1_000))
+    rows[742] = {"name": "bad-742", "email": "not an email"}
+
+    with pytest.raises(InvalidInputError) as caught:
+        async with db_session.begin_nested():
+            await customers.bulk_import(db_session, rows, chunk_rows=100)
+
+    assert (caught.value.position, caught.value.field) == (742, "email")
+    assert "row 742" in str(caught.value)
+    assert await count(db_session, "bad-") == 0
+
+
+async def test_database_refusal_during_copy_is_typed(db_session: AsyncSession) -> None:
+    rows: list[dict[str, Any]] = [{"name": "fk-0"}, {"name": "fk-1", "owner_id": uuid.uuid4()}]
+
+    with pytest.raises(InvalidInputError) as caught:
+        async with db_session.begin_nested():
+            await customers.bulk_import(db_session, rows)
+
+    assert caught.value.field == "owner_id"
+    assert await count(db_session, "fk-") == 0
+
+
+async def test_copy_runs_inside_the_session_transaction(app_db_engine: AsyncEngine) -> None:
+    """On a fresh session, a rollback must undo the COPY: it must not have autocommitted."""
+    prefix = f"tx-{uuid.uuid4().hex[:8]}-"
+    sessionmaker = create_sessionmaker(app_db_engine)
+    try:
+        async with sessionmaker() as db:
+            assert await customers.bulk_import(db, generated(prefix, 50)) == 50
+            assert await count(db, prefix) == 50
+            await db.rollback()
+        async with sessionmaker() as db:
+            assert await count(db, prefix) == 0
+    finally:
+        async with app_db_engine.begin() as connection:
+            await connection.execute(
+                text("DELETE FROM customers WHERE name LIKE :p"), {"p": f"{prefix}%"}
+            )
