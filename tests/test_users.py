@@ -7,7 +7,14 @@ from argon2 import PasswordHasher
 from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app_db import DuplicateEmailError, InvalidInputError, NotFoundError, sessions, users
+from app_db import (
+    DuplicateEmailError,
+    InvalidInputError,
+    NotFoundError,
+    passwords,
+    sessions,
+    users,
+)
 from app_db.models import UserCreate, UserUpdate
 from app_db.passwords import HASHER
 from tests.factories import PASSWORD, make_user
@@ -129,3 +136,21 @@ async def test_deactivate_revokes_every_session(db_session: AsyncSession) -> Non
     assert await sessions.list_for_user(db_session, user.id) == []
     with pytest.raises(NotFoundError):
         await users.deactivate(db_session, uuid.uuid4())
+
+
+async def test_unknown_email_costs_one_verification_like_a_known_one(
+    db_session: AsyncSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await make_user(db_session, "known@example.com")
+    calls: list[str] = []
+    real_verify = passwords._verify
+
+    def counting_verify(password_hash: str, password: str) -> bool:
+        calls.append(password_hash[:9])
+        return real_verify(password_hash, password)
+
+    monkeypatch.setattr(passwords, "_verify", counting_verify)
+
+    assert await users.authenticate(db_session, "unknown@example.com", PASSWORD) is None
+    assert await users.authenticate(db_session, "known@example.com", "wrong password") is None
+    assert calls == ["$argon2id", "$argon2id"]
