@@ -7,10 +7,10 @@ import builtins
 import uuid
 
 from sqlalchemy import delete as sql_delete
-from sqlalchemy import or_, tuple_
-from sqlmodel import col, select
+from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app_db import fastpath
 from app_db.bulk import bulk_import
 from app_db.errors import InvalidInputError, NotFoundError, translated_errors
 from app_db.models import Customer, CustomerCreate, CustomerUpdate
@@ -21,6 +21,8 @@ from app_db.validation import validated
 MAX_PAGE_SIZE = 500
 MAX_SEARCH_LENGTH = 200
 _NOT_NULL = ("name",)
+_NAMES = tuple(c.name for c in Customer.__table__.columns)  # type: ignore[attr-defined]
+_SELECT = f"SELECT {', '.join(_NAMES)} FROM customers"  # noqa: S608
 
 __all__ = ["MAX_PAGE_SIZE", "bulk_import", "create", "delete", "get", "list", "update"]
 
@@ -79,22 +81,21 @@ async def list(
     """
     if not 1 <= limit <= MAX_PAGE_SIZE:
         raise InvalidInputError(f"must be between 1 and {MAX_PAGE_SIZE}", field="limit")
-    statement = select(Customer)
+    args: builtins.list[object] = [limit + 1]
+    conditions = []
     if cursor is not None:
-        created_at, row_id = decode_cursor(cursor)
-        statement = statement.where(
-            tuple_(col(Customer.created_at), col(Customer.id)) > tuple_(created_at, row_id)
-        )
+        args.extend(decode_cursor(cursor))
+        conditions.append(f"(created_at, id) > (${len(args) - 1}, ${len(args)})")
     if search:
-        pattern = f"%{_escape_like(_search_term(search))}%"
-        statement = statement.where(
-            or_(
-                col(Customer.name).ilike(pattern, escape="\\"),
-                col(Customer.email).ilike(pattern, escape="\\"),
-            )
-        )
-    statement = statement.order_by(col(Customer.created_at), col(Customer.id)).limit(limit + 1)
-    rows: builtins.list[Customer] = builtins.list((await db.exec(statement)).all())
+        args.append(f"%{_escape_like(_search_term(search))}%")
+        n = len(args)
+        conditions.append(f"(name ILIKE ${n} ESCAPE '\\' OR email ILIKE ${n} ESCAPE '\\')")
+    where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+    sql = f"{_SELECT} {where} ORDER BY created_at, id LIMIT $1"
+    rows = [
+        fastpath.load(db, Customer, {n: row[n] for n in _NAMES})
+        for row in await fastpath.fetch(db, sql, *args)
+    ]
     if len(rows) <= limit:
         return Page(items=rows, next_cursor=None)
     last = rows[limit - 1]

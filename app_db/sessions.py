@@ -10,13 +10,11 @@ from functools import cache
 
 from pydantic import TypeAdapter
 from sqlalchemy import (
-    TextClause,
     and_,
     delete,
     exists,
     func,
     insert,
-    text,
     update,
 )
 from sqlalchemy import (
@@ -25,6 +23,7 @@ from sqlalchemy import (
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app_db import fastpath
 from app_db.errors import InvalidInputError, translated_errors
 from app_db.models import Session, User
 from app_db.models.session import USER_AGENT_MAX_LENGTH, IPAddress
@@ -35,8 +34,6 @@ from app_db.validation import validated_value
 DEFAULT_PURGE_BATCH = 1000
 
 _IP = TypeAdapter(IPAddress | None)
-_SESSION_COLUMNS = list(Session.__table__.columns)  # type: ignore[attr-defined]
-_USER_COLUMNS = list(User.__table__.columns)  # type: ignore[attr-defined]
 
 
 @cache
@@ -86,45 +83,45 @@ async def issue(
     return token, session
 
 
+_SESSION_NAMES = tuple(c.name for c in Session.__table__.columns)  # type: ignore[attr-defined]
+_USER_NAMES = tuple(c.name for c in User.__table__.columns)  # type: ignore[attr-defined]
 _TOUCHED = ("expires_at", "last_seen_at")
 
 
-def _validate_statement() -> TextClause:
+def _validate_sql() -> str:
     """Build the one-round-trip lookup: find the live session, touch it if due, return both."""
-    session_names = [c.name for c in _SESSION_COLUMNS]
-    user_names = [c.name for c in _USER_COLUMNS]
     found = ", ".join(
-        [f"s.{name}" for name in session_names] + [f"u.{name} AS u_{name}" for name in user_names]
+        [f"s.{name}" for name in _SESSION_NAMES] + [f"u.{name} AS u_{name}" for name in _USER_NAMES]
     )
     result = ", ".join(
         [
-            f"COALESCE(touched.{name}, found.{name})" if name in _TOUCHED else f"found.{name}"
-            for name in session_names
+            f"COALESCE(touched.{name}, found.{name}) AS {name}"
+            if name in _TOUCHED
+            else f"found.{name}"
+            for name in _SESSION_NAMES
         ]
-        + [f"found.u_{name}" for name in user_names]
+        + [f"found.u_{name}" for name in _USER_NAMES]
     )
-    sql = f"""
+    return f"""
     WITH found AS (
         SELECT {found}
         FROM sessions AS s JOIN users AS u ON u.id = s.user_id
-        WHERE s.token_hash = :token_hash AND s.revoked_at IS NULL
-          AND s.expires_at > now() AND u.is_active
+        WHERE s.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > now()
+          AND u.is_active
     ), touched AS (
         UPDATE sessions AS t
         SET last_seen_at = now(),
-            expires_at = LEAST(now() + CAST(:idle_timeout AS interval),
-                             t.created_at + CAST(:max_lifetime AS interval))
+            expires_at = LEAST(now() + $2::interval, t.created_at + $3::interval)
         FROM found
-        WHERE t.id = found.id AND t.last_seen_at <= now() - CAST(:touch_interval AS interval)
+        WHERE t.id = found.id AND t.last_seen_at <= now() - $4::interval
         RETURNING t.id, t.last_seen_at, t.expires_at
     )
     SELECT {result}
     FROM found LEFT JOIN touched ON touched.id = found.id
     """  # noqa: S608 - built from the model's column names only
-    return text(sql).columns(*_SESSION_COLUMNS, *_USER_COLUMNS)  # type: ignore[return-value]
 
 
-_VALIDATE = _validate_statement()
+VALIDATE_SQL = _validate_sql()
 
 
 async def validate(
@@ -133,25 +130,28 @@ async def validate(
     """Return the live session and its active user for a token, else ``None``, in one query.
 
     ``None`` covers unknown, expired and revoked sessions and inactive users. A valid session's
-    ``last_seen_at`` and sliding expiry are renewed at most once per touch interval.
+    ``last_seen_at`` and sliding expiry are renewed at most once per touch interval, by the
+    same statement. As the first statement of a transaction it runs without ``BEGIN``, so a
+    touch is then committed at once, whatever the request does next (see ``app_db.fastpath``).
     """
     if not is_well_formed(token):
         return None
     policy = settings or default_settings()
-    statement = (
-        select(Session, User).from_statement(_VALIDATE).execution_options(populate_existing=True)
+    row = await fastpath.fetchrow(
+        db,
+        VALIDATE_SQL,
+        hash_token(token),
+        policy.idle_timeout,
+        policy.max_lifetime,
+        policy.touch_interval,
     )
-    result = await db.exec(
-        statement,  # type: ignore[call-overload]
-        params={
-            "token_hash": hash_token(token),
-            "idle_timeout": policy.idle_timeout,
-            "max_lifetime": policy.max_lifetime,
-            "touch_interval": policy.touch_interval,
-        },
-    )
-    row = result.first()
-    return None if row is None else (row[0], row[1])
+    if row is None:
+        return None
+    session_values = {name: row[name] for name in _SESSION_NAMES}
+    if session_values["ip"] is not None:
+        session_values["ip"] = str(session_values["ip"])
+    user_values = {name: row[f"u_{name}"] for name in _USER_NAMES}
+    return fastpath.load(db, Session, session_values), fastpath.load(db, User, user_values)
 
 
 async def rotate(

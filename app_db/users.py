@@ -6,11 +6,9 @@ Every function takes the ``AsyncSession`` first, flushes, and never commits.
 import uuid
 
 from pydantic import SecretStr, TypeAdapter
-from sqlalchemy import func
-from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app_db import sessions
+from app_db import fastpath, sessions
 from app_db.errors import InvalidInputError, NotFoundError, translated_errors
 from app_db.models import User, UserCreate, UserUpdate
 from app_db.models.types import normalize_email
@@ -19,6 +17,8 @@ from app_db.passwords import burn_verification, hash_password, needs_rehash, ver
 from app_db.validation import validated, validated_value
 
 _PASSWORD = TypeAdapter(Password)
+_USER_NAMES = tuple(c.name for c in User.__table__.columns)  # type: ignore[attr-defined]
+_BY_EMAIL_SQL = f"SELECT {', '.join(_USER_NAMES)} FROM users WHERE lower(email) = lower($1)"  # noqa: S608
 
 
 async def create(db: AsyncSession, data: UserCreate) -> User:
@@ -47,8 +47,8 @@ async def get_by_email(db: AsyncSession, email: str) -> User | None:
         normalized = normalize_email(email)
     except ValueError:
         return None
-    result = await db.exec(select(User).where(func.lower(User.email) == func.lower(normalized)))
-    return result.first()
+    row = await fastpath.fetchrow(db, _BY_EMAIL_SQL, normalized)
+    return None if row is None else fastpath.load(db, User, {n: row[n] for n in _USER_NAMES})
 
 
 async def authenticate(db: AsyncSession, email: str, password: str | SecretStr) -> User | None:
