@@ -1,18 +1,19 @@
 """Bulk import of customers through PostgreSQL COPY, in bounded chunks."""
 
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
+import itertools
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
 from typing import Any
 
 import asyncpg
 from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app_db.errors import error_for_constraint, violated_constraint
+from app_db.errors import InvalidInputError, error_for_constraint, violated_constraint
 from app_db.models import CustomerCreate
 from app_db.models.types import uuid7
 from app_db.validation import validated
 
-DEFAULT_CHUNK_ROWS = 5000
+DEFAULT_CHUNK_ROWS = 50_000
 _COLUMNS = ("id", "name", "email", "phone", "owner_id")
 
 CustomerRow = CustomerCreate | Mapping[str, Any]
@@ -27,23 +28,49 @@ async def bulk_import(
     """Validate and COPY customers into the table; return how many were loaded.
 
     Rows may be ``CustomerCreate`` objects or mappings, from a plain or an async iterable.
-    At most ``chunk_rows`` rows are held in memory at once. The load belongs to the caller's
-    transaction: roll it back and nothing stays. A bad row raises ``InvalidInputError`` whose
-    ``position`` is the row's 0-based index in ``rows`` and whose ``field`` names the field.
+    Each chunk of ``chunk_rows`` rows is one COPY, streamed while its rows are validated, so
+    the server loads one batch while the next is prepared, and memory stays flat (asyncpg
+    buffers about half a megabyte at a time). The load belongs to the caller's transaction:
+    roll it back and nothing stays. A bad row raises ``InvalidInputError`` whose ``position``
+    is the row's 0-based index in ``rows`` and whose ``field`` names the field.
     """
+    if chunk_rows < 1:
+        raise InvalidInputError("must be at least 1", field="chunk_rows")
     driver = await _driver_in_transaction(db)
     await db.flush()
+    counter = itertools.count()
+    if isinstance(rows, AsyncIterable):
+        source = aiter(rows)
+        loaded = 0
+        while True:
+            sent = await _copy(driver, _async_records(source, counter, chunk_rows))
+            loaded += sent
+            if sent < chunk_rows:
+                return loaded
+    iterator = iter(rows)
     loaded = 0
-    chunk: list[tuple[Any, ...]] = []
-    async for position, row in _numbered(rows):
-        data = validated(CustomerCreate, row, position=position)
-        chunk.append((uuid7(), data.name, data.email, data.phone, data.owner_id))
-        if len(chunk) >= chunk_rows:
-            loaded += await _copy(driver, chunk)
-            chunk = []
-    if chunk:
-        loaded += await _copy(driver, chunk)
-    return loaded
+    while True:
+        chunk = itertools.islice(iterator, chunk_rows)
+        sent = await _copy(driver, (_record(next(counter), row) for row in chunk))
+        loaded += sent
+        if sent < chunk_rows:
+            return loaded
+
+
+def _record(position: int, row: CustomerRow) -> tuple[Any, ...]:
+    data = validated(CustomerCreate, row, position=position)
+    return (uuid7(), data.name, data.email, data.phone, data.owner_id)
+
+
+async def _async_records(
+    source: AsyncIterator[CustomerRow], counter: Iterator[int], limit: int
+) -> AsyncIterator[tuple[Any, ...]]:
+    for _ in range(limit):
+        try:
+            row = await anext(source)
+        except StopAsyncIteration:
+            return
+        yield _record(next(counter), row)
 
 
 async def _driver_in_transaction(db: AsyncSession) -> asyncpg.Connection:
@@ -62,25 +89,16 @@ async def _driver_in_transaction(db: AsyncSession) -> asyncpg.Connection:
     return driver
 
 
-async def _copy(driver: asyncpg.Connection, chunk: list[tuple[Any, ...]]) -> int:
+async def _copy(
+    driver: asyncpg.Connection,
+    records: Iterable[tuple[Any, ...]] | AsyncIterable[tuple[Any, ...]],
+) -> int:
+    """Stream one chunk through COPY while it is being validated; return how many rows went."""
     try:
-        await driver.copy_records_to_table("customers", records=chunk, columns=_COLUMNS)
+        status = await driver.copy_records_to_table("customers", records=records, columns=_COLUMNS)
     except asyncpg.IntegrityConstraintViolationError as exc:
         typed = error_for_constraint(violated_constraint(exc))
         if typed is None:
             raise
         raise typed from exc
-    return len(chunk)
-
-
-async def _numbered(
-    rows: Iterable[CustomerRow] | AsyncIterable[CustomerRow],
-) -> AsyncIterator[tuple[int, CustomerRow]]:
-    if isinstance(rows, AsyncIterable):
-        position = 0
-        async for row in rows:
-            yield position, row
-            position += 1
-    else:
-        for position, row in enumerate(rows):
-            yield position, row
+    return int(status.rpartition(" ")[2])

@@ -92,14 +92,12 @@ async def list(
         conditions.append(f"(name ILIKE ${n} ESCAPE '\\' OR email ILIKE ${n} ESCAPE '\\')")
     where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
     sql = f"{_SELECT} {where} ORDER BY created_at, id LIMIT $1"
-    rows = [
-        fastpath.load(db, Customer, {n: row[n] for n in _NAMES})
-        for row in await fastpath.fetch(db, sql, *args)
-    ]
+    rows = fastpath.load_many(db, Customer, await fastpath.fetch(db, sql, *args))
     if len(rows) <= limit:
-        return Page(items=rows, next_cursor=None)
+        return Page[Customer].model_construct(items=rows, next_cursor=None)
     last = rows[limit - 1]
-    return Page(items=rows[:limit], next_cursor=encode_cursor(last.created_at, last.id))
+    cursor_out = encode_cursor(last.created_at, last.id)
+    return Page[Customer].model_construct(items=rows[:limit], next_cursor=cursor_out)
 
 
 def _search_term(search: str) -> str:

@@ -4,6 +4,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from sqlalchemy import event
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -29,7 +31,21 @@ def create_engine(settings: Settings | None = None, **engine_options: Any) -> As
         "connect_args": settings.connect_args(),
     }
     options.update(engine_options)
-    return create_async_engine(settings.sqlalchemy_url(), **options)
+    engine = create_async_engine(settings.sqlalchemy_url(), **options)
+    event.listen(engine.sync_engine.pool, "checkout", _refuse_closed_connection)
+    return engine
+
+
+def _refuse_closed_connection(dbapi_connection: Any, *_: object) -> None:
+    """Make the pool replace a connection the driver already saw closed, at no round trip.
+
+    A server that terminates a backend or restarts closes the socket; asyncpg notices at once.
+    The full ``pool_pre_ping`` of SQLAlchemy's asyncpg dialect costs a BEGIN and a ROLLBACK on
+    every checkout, so it is off by default and this check stands in for it.
+    """
+    driver = getattr(dbapi_connection, "driver_connection", None)
+    if driver is not None and driver.is_closed():
+        raise DisconnectionError("the server closed this connection")
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -41,6 +57,22 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
 async def transaction(
     sessionmaker: async_sessionmaker[AsyncSession],
 ) -> AsyncIterator[AsyncSession]:
-    """Yield a session inside a transaction: commit when the block succeeds, roll back if not."""
-    async with sessionmaker() as session, session.begin():
+    """Yield a session inside a transaction: commit when the block succeeds, roll back if not.
+
+    The transaction begins with the session's first statement. A block that never starts it
+    (only reads that borrowed a pooled connection, see ``app_db.fastpath``) ends without a
+    COMMIT, and costs no round trip at all.
+    """
+    session = sessionmaker()
+    try:
         yield session
+    except BaseException:
+        if session.in_transaction():
+            await session.rollback()
+        await session.close()
+        raise
+    if session.in_transaction() or session.new or session.dirty or session.deleted:
+        try:
+            await session.commit()
+        finally:
+            await session.close()

@@ -2,21 +2,30 @@
 
 The statement goes to asyncpg directly, as a prepared statement from the driver's cache,
 unless the engine turned this off (``app_db_driver_reads``, off behind PgBouncer); then the
-same SQL runs through SQLAlchemy. Rows become ORM instances that belong to the session, as if
-a query had loaded them. Pending ORM changes are flushed first, as autoflush would.
+same SQL runs through SQLAlchemy. Rows become ORM instances without the ORM's loading
+machinery (see ``load``). Pending ORM changes are flushed first, as autoflush would.
 
 When SQLAlchemy has not yet sent ``BEGIN`` on the connection (it does so lazily, with its
 first statement), a statement sent here runs on its own, in autocommit, like any single
 statement: it costs no BEGIN round trip and it sees all committed data.
 """
 
-from collections.abc import Mapping, Sequence
+import asyncio
+import contextlib
+import weakref
+from collections.abc import Iterable, Sequence
+from functools import cache
 from typing import Any, Protocol, TypeVar
 
 import asyncpg
-from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.orm import class_mapper, make_transient_to_detached
+from sqlalchemy import Engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.orm import class_mapper
 from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.instrumentation import ClassManager
+from sqlalchemy.orm.state import InstanceState
+from sqlalchemy.pool import QueuePool
+from sqlalchemy.util import greenlet_spawn
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -30,6 +39,8 @@ class Row(Protocol):
 
     def __getitem__(self, key: str, /) -> Any: ...
 
+    def items(self) -> Iterable[tuple[Any, Any]]: ...
+
 
 _DISCONNECTS = (
     asyncpg.ConnectionDoesNotExistError,
@@ -40,21 +51,95 @@ _DISCONNECTS = (
 
 
 async def fetch(db: AsyncSession, sql: str, *args: object) -> Sequence[Row]:
-    """Run one statement on the session's connection and return its rows as mappings."""
+    """Run one statement for the session and return its rows.
+
+    It runs on the session's connection. Only when the session has nothing to flush, holds no
+    connection yet and is bound to an engine does it borrow a pooled connection of that engine
+    for this one statement instead: it sees what the first statement of the session's
+    transaction would see under READ COMMITTED, without starting that transaction.
+    """
     if db.new or db.dirty or db.deleted:
         await db.flush()
+    bind = db.bind
+    if isinstance(bind, AsyncEngine) and not _holds_connection(db) and _read_committed(bind):
+        if not bind.sync_engine.get_execution_options().get(DRIVER_READS, True):
+            async with bind.connect() as borrowed:
+                return await _through_sqlalchemy(borrowed, sql, args)
+        async with _fair_turn(bind):
+            pooled = await bind.raw_connection()
+            try:
+                rows = await _on_driver(pooled.driver_connection, sql, args)
+            except _DISCONNECTS as exc:
+                await greenlet_spawn(pooled.invalidate, exc)
+                raise
+            except BaseException:
+                pooled.close()
+                raise
+            pooled.close()  # nothing began on it, so giving it back needs no round trip
+            return rows
     connection = await db.connection()
-    if not connection.sync_connection.get_execution_options().get(DRIVER_READS, True):  # type: ignore[union-attr]
-        result = await connection.exec_driver_sql(sql, args)
-        return list(result.mappings())
-    raw = await connection.get_raw_connection()
-    driver: asyncpg.Connection = raw.driver_connection  # type: ignore[assignment]
+    sync = connection.sync_connection
+    assert sync is not None
+    if not sync.get_execution_options().get(DRIVER_READS, True):
+        return await _through_sqlalchemy(connection, sql, args)
+    pooled = sync.connection if not sync.invalidated else await connection.get_raw_connection()
     try:
-        rows: Sequence[Row] = await driver.fetch(sql, *args)
+        return await _on_driver(pooled.driver_connection, sql, args)
     except _DISCONNECTS as exc:
-        await _invalidate(connection, exc)
+        await connection.invalidate(exc)
+        raise
+
+
+async def _on_driver(driver: Any, sql: str, args: tuple[object, ...]) -> Sequence[Row]:
+    connection: asyncpg.Connection = driver
+    try:
+        rows: Sequence[Row] = await connection.fetch(sql, *args)
+    except asyncio.CancelledError:
+        connection.terminate()  # cancelled mid-statement: this connection is never reused
         raise
     return rows
+
+
+async def _through_sqlalchemy(
+    connection: AsyncConnection, sql: str, args: tuple[object, ...]
+) -> Sequence[Row]:
+    result = await connection.exec_driver_sql(sql, args)
+    return list(result.mappings())
+
+
+_turns: "weakref.WeakKeyDictionary[Engine, dict[asyncio.AbstractEventLoop, asyncio.Semaphore]]"
+_turns = weakref.WeakKeyDictionary()
+
+
+def _fair_turn(engine: AsyncEngine) -> asyncio.Semaphore | contextlib.nullcontext[None]:
+    """Queue borrowers first come, first served, at most as many as the pool holds.
+
+    SQLAlchemy's pool lets a newcomer take a connection that a waiting task was about to get,
+    which under load leaves some requests waiting far longer than the rest (the p99 latency).
+    """
+    pool = engine.sync_engine.pool
+    if not isinstance(pool, QueuePool):
+        return contextlib.nullcontext()
+    loop = asyncio.get_running_loop()
+    per_loop = _turns.setdefault(engine.sync_engine, {})
+    turn = per_loop.get(loop)
+    if turn is None:
+        turn = per_loop[loop] = asyncio.Semaphore(pool.size() + max(pool._max_overflow, 0))
+    return turn
+
+
+def _holds_connection(db: AsyncSession) -> bool:
+    transaction = db.sync_session.get_transaction()
+    if transaction is None:
+        return False
+    while transaction.parent is not None:
+        transaction = transaction.parent
+    return bool(getattr(transaction, "_connections", True))
+
+
+def _read_committed(engine: AsyncEngine) -> bool:
+    level = engine.sync_engine.get_execution_options().get("isolation_level")
+    return level in (None, "READ COMMITTED", "AUTOCOMMIT")
 
 
 async def fetchrow(db: AsyncSession, sql: str, *args: object) -> Row | None:
@@ -63,30 +148,59 @@ async def fetchrow(db: AsyncSession, sql: str, *args: object) -> Row | None:
     return rows[0] if rows else None
 
 
-def load(db: AsyncSession, model: type[M], values: Mapping[str, Any]) -> M:
-    """Return the session's instance for this row: the one in its identity map, or a new one.
+def load(db: AsyncSession, model: type[M], values: dict[str, Any]) -> M:
+    """Return an instance for a row: the session's own when it holds one, else a detached one.
 
-    A new instance is built without validation (the row comes from our own schema) and added
-    to the session as persistent, so changes to it are flushed like those of a loaded one.
+    The session's instance gets the row's values as its committed state, as
+    ``populate_existing`` would. A new instance is built without validation (the row comes
+    from our own schema) in about a microsecond: it is persistent but detached, so reading it
+    costs nothing more, and ``db.add(instance)`` makes later changes to it flush as UPDATEs.
     """
-    mapper = class_mapper(model)  # configures the mappers on first use
-    key = mapper.identity_key_from_primary_key(
-        tuple(values[str(c.key)] for c in mapper.primary_key)
-    )
-    existing: M | None = db.identity_map.get(key)
-    if existing is not None:
-        for name, value in values.items():
-            set_committed_value(existing, name, value)
-        return existing
-    instance: M = mapper.class_manager.new_instance()
-    instance.__dict__.update(values)
-    object.__setattr__(instance, "__pydantic_fields_set__", set(values))
-    object.__setattr__(instance, "__pydantic_extra__", None)
-    make_transient_to_detached(instance)
-    db.add(instance)
-    return instance
+    return load_many(db, model, [values])[0]
 
 
-async def _invalidate(connection: AsyncConnection, error: BaseException) -> None:
-    """Discard a connection the driver found broken, so the pool never hands it out again."""
-    await connection.invalidate(error if isinstance(error, Exception) else None)
+def load_many(db: AsyncSession, model: type[M], rows: Sequence[Row]) -> list[M]:
+    """Return instances for many rows (mappings of column name to value), as ``load`` does."""
+    identity_map = db.sync_session.identity_map
+    manager = _manager(model)
+    primary_key = _primary_key(model)
+    names = set(_column_names(model))
+    loaded: list[M] = []
+    for row in rows:
+        values = dict(row.items())
+        key = (model, tuple(values[name] for name in primary_key), None)
+        existing: M | None = identity_map.get(key) if identity_map else None
+        if existing is not None:
+            for name, value in values.items():
+                set_committed_value(existing, name, value)
+            loaded.append(existing)
+            continue
+        instance: M = _new(model)
+        _set(instance, "__dict__", values)
+        _set(instance, "__pydantic_fields_set__", names.copy())
+        _set(instance, "__pydantic_extra__", None)
+        _set(instance, "__pydantic_private__", None)
+        state = InstanceState(instance, manager)
+        _set(instance, "_sa_instance_state", state)
+        state.key = key
+        loaded.append(instance)
+    return loaded
+
+
+_new = object.__new__
+_set = object.__setattr__
+
+
+@cache
+def _manager(model: type[SQLModel]) -> ClassManager[Any]:
+    return class_mapper(model).class_manager  # configures the mappers on first use
+
+
+@cache
+def _column_names(model: type[SQLModel]) -> tuple[str, ...]:
+    return tuple(str(column.key) for column in class_mapper(model).columns)
+
+
+@cache
+def _primary_key(model: type[SQLModel]) -> tuple[str, ...]:
+    return tuple(str(column.key) for column in class_mapper(model).primary_key)

@@ -3,6 +3,7 @@
 Every function takes the ``AsyncSession`` first, flushes, and never commits.
 """
 
+import ipaddress
 import uuid
 from collections.abc import Sequence
 from datetime import timedelta
@@ -14,7 +15,6 @@ from sqlalchemy import (
     delete,
     exists,
     func,
-    insert,
     update,
 )
 from sqlalchemy import (
@@ -27,6 +27,7 @@ from app_db import fastpath
 from app_db.errors import InvalidInputError, translated_errors
 from app_db.models import Session, User
 from app_db.models.session import USER_AGENT_MAX_LENGTH, IPAddress
+from app_db.models.types import uuid7
 from app_db.settings import SessionSettings, load_session_settings
 from app_db.tokens import hash_token, is_well_formed, new_token
 from app_db.validation import validated_value
@@ -69,17 +70,22 @@ async def issue(
     if lifetime <= timedelta(0):
         raise InvalidInputError("must be positive", field="ttl")
     token = new_token()
-    values = {
-        "user_id": user_id,
-        "token_hash": hash_token(token),
-        "ip": validated_value(_IP, ip, field="ip"),
-        "user_agent": _clean_user_agent(user_agent),
-        # Evaluated by the server, so expiry follows the database clock.
-        "expires_at": func.now() + min(lifetime, policy.max_lifetime),
-    }
+    address = validated_value(_IP, ip, field="ip")
+    connection = await db.connection()
     with translated_errors():
-        result = await db.exec(insert(Session).values(values).returning(Session))
-    session: Session = result.scalars().one()
+        result = await connection.exec_driver_sql(
+            ISSUE_SQL,
+            (
+                uuid7(),
+                user_id,
+                hash_token(token),
+                None if address is None else ipaddress.ip_address(address),
+                _clean_user_agent(user_agent),
+                min(lifetime, policy.max_lifetime),
+            ),
+        )
+    session = fastpath.load(db, Session, _session_values(result.mappings().one()))
+    db.add(session)  # persistent already: joins the session's identity map, no INSERT
     return token, session
 
 
@@ -122,6 +128,18 @@ def _validate_sql() -> str:
 
 
 VALIDATE_SQL = _validate_sql()
+ISSUE_SQL = f"""
+    INSERT INTO sessions (id, user_id, token_hash, ip, user_agent, expires_at)
+    VALUES ($1, $2, $3, $4, $5, now() + $6::interval)
+    RETURNING {", ".join(_SESSION_NAMES)}
+"""  # noqa: S608 - built from the model's column names only
+
+
+def _session_values(row: fastpath.Row) -> dict[str, object]:
+    values = {name: row[name] for name in _SESSION_NAMES}
+    if values["ip"] is not None:
+        values["ip"] = str(values["ip"])
+    return values
 
 
 async def validate(
@@ -147,9 +165,7 @@ async def validate(
     )
     if row is None:
         return None
-    session_values = {name: row[name] for name in _SESSION_NAMES}
-    if session_values["ip"] is not None:
-        session_values["ip"] = str(session_values["ip"])
+    session_values = _session_values(row)
     user_values = {name: row[f"u_{name}"] for name in _USER_NAMES}
     return fastpath.load(db, Session, session_values), fastpath.load(db, User, user_values)
 

@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     database_max_overflow: int = Field(default=5, ge=0)
     database_pool_timeout: float = Field(default=10.0, gt=0)
     database_pool_recycle: int = Field(default=1800, ge=-1)
-    database_pool_pre_ping: bool = True
+    database_pool_pre_ping: bool = False
     database_statement_timeout_ms: int = Field(default=30_000, ge=0)
     database_connect_timeout: float = Field(default=10.0, gt=0)
     database_application_name: str = Field(default="app_db", max_length=63)

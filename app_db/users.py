@@ -11,7 +11,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app_db import fastpath, sessions
 from app_db.errors import InvalidInputError, NotFoundError, translated_errors
 from app_db.models import User, UserCreate, UserUpdate
-from app_db.models.types import normalize_email
+from app_db.models.types import EMAIL_MAX_LENGTH, normalize_email
 from app_db.models.user import Password
 from app_db.passwords import burn_verification, hash_password, needs_rehash, verify_password
 from app_db.validation import validated, validated_value
@@ -43,12 +43,29 @@ async def get(db: AsyncSession, user_id: uuid.UUID) -> User | None:
 
 async def get_by_email(db: AsyncSession, email: str) -> User | None:
     """Return the user with this email in any letter case, or ``None`` (served by the index)."""
+    lookup = _lookup_form(email)
+    if lookup is None:
+        return None
+    row = await fastpath.fetchrow(db, _BY_EMAIL_SQL, lookup)
+    return None if row is None else fastpath.load(db, User, dict(row.items()))
+
+
+def _lookup_form(email: str) -> str | None:
+    """Return what ``lower()`` is compared with, or ``None`` for what no stored email can be.
+
+    Stored emails are normalised; the comparison is case-insensitive, so a plain ASCII address
+    only needs trimming (the full validator costs more than the query). Anything else goes
+    through the same normalisation as ``create``.
+    """
+    candidate = email.strip() if isinstance(email, str) else ""
+    if candidate.isascii() and 3 <= len(candidate) <= EMAIL_MAX_LENGTH:
+        if "@" in candidate and "\x00" not in candidate:
+            return candidate
+        return None
     try:
-        normalized = normalize_email(email)
+        return normalize_email(candidate)
     except ValueError:
         return None
-    row = await fastpath.fetchrow(db, _BY_EMAIL_SQL, normalized)
-    return None if row is None else fastpath.load(db, User, {n: row[n] for n in _USER_NAMES})
 
 
 async def authenticate(db: AsyncSession, email: str, password: str | SecretStr) -> User | None:
@@ -65,6 +82,7 @@ async def authenticate(db: AsyncSession, email: str, password: str | SecretStr) 
     if not await verify_password(user.password_hash, plain) or not user.is_active:
         return None
     if needs_rehash(user.password_hash):
+        db.add(user)
         user.password_hash = await hash_password(plain)
         await db.flush()
     return user

@@ -1,16 +1,17 @@
 """The driver fast path and its SQLAlchemy fallback give the same, session-attached results."""
 
+import uuid
 from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
-from sqlalchemy import event
+from sqlalchemy import event, inspect
 from sqlalchemy.engine import URL
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_db import create_engine, create_sessionmaker, customers, sessions, users
-from app_db.fastpath import DRIVER_READS
+from app_db.fastpath import DRIVER_READS, _holds_connection
 from app_db.models import Customer, CustomerCreate
 from app_db.testing.plugin import settings_for
 from tests.factories import make_user
@@ -55,12 +56,17 @@ async def test_hot_reads_take_the_chosen_path(
     assert (len(driver_reads) == 3) is through_sqlalchemy
 
 
-async def test_loaded_rows_join_the_session(db_session: AsyncSession) -> None:
+async def test_new_rows_come_detached_and_can_be_added_and_changed(
+    db_session: AsyncSession,
+) -> None:
     await customers.create(db_session, CustomerCreate(name="Tracked"))
     db_session.expunge_all()
 
     page = await customers.list(db_session)
     customer = page.items[0]
+    assert inspect(customer).detached
+    assert customer.model_dump()["name"] == "Tracked"
+    db_session.add(customer)
     customer.name = "Tracked and changed"
     await db_session.flush()
     db_session.expunge_all()
@@ -94,3 +100,36 @@ async def test_works_with_the_statement_cache_off(app_db_database: URL) -> None:
             await db.rollback()
     finally:
         await engine.dispose()
+
+
+async def test_engine_bound_session_reads_without_starting_its_transaction(
+    app_db_engine: AsyncEngine,
+) -> None:
+    """A first read borrows a pooled connection; after a write, reads see it on the session's."""
+    async with create_sessionmaker(app_db_engine)() as db, db.begin():
+        name = f"borrowed-{uuid.uuid4().hex[:8]}"
+        assert (await customers.list(db, search=name)).items == []
+        assert not _holds_connection(db)
+
+        customer = await customers.create(db, CustomerCreate(name=name))
+        assert _holds_connection(db)
+        page = await customers.list(db, search=name)
+        assert [c.id for c in page.items] == [customer.id]
+
+        db.add(Customer.model_validate(CustomerCreate(name=f"{name}-pending")))
+        assert len((await customers.list(db, search=name)).items) == 2
+        await db.rollback()
+
+
+async def test_pending_objects_make_a_fresh_session_use_its_own_connection(
+    app_db_engine: AsyncEngine,
+) -> None:
+    async with create_sessionmaker(app_db_engine)() as db:
+        name = f"pending-{uuid.uuid4().hex[:8]}"
+        db.add(Customer.model_validate(CustomerCreate(name=name)))
+
+        page = await customers.list(db, search=name)
+
+        assert [c.name for c in page.items] == [name]
+        assert _holds_connection(db)
+        await db.rollback()

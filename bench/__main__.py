@@ -1,0 +1,212 @@
+"""Run the benchmarks: ``uv run python -m bench`` (``--smoke`` for a tiny, quick run).
+
+Every figure is measured in this run against raw asyncpg doing the same SQL with the same
+pool size and concurrency (ratio 1.0); the naive SQLModel ORM version is the second reference.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from app_db import create_engine, create_sessionmaker
+from app_db.testing.plugin import settings_for
+from app_db.testing.server import find_test_server
+from bench import suite
+from bench.database import create_database, describe_server, plain_dsn, seed
+from bench.harness import Series, latencies, percentile, throughput
+from bench.lookups import WORKLOADS
+
+POOL_SIZE = 10
+VARIANTS = ("raw", "lib", "orm")
+
+
+def parse() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, to check it runs")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--ops", type=int, default=3000, help="operations per measure")
+    parser.add_argument("--json", type=Path, default=Path("bench/results/latest.json"))
+    parser.add_argument("--skip-suite", action="store_true", help="skip workload 6")
+    parser.add_argument("--skip-bulk", action="store_true", help="skip workload 5")
+    args = parser.parse_args()
+    if args.smoke:
+        args.rounds, args.ops = 1, 60
+    return args
+
+
+async def lookups(
+    dsn: str, settings: Any, data: Any, args: argparse.Namespace
+) -> list[dict[str, Any]]:
+    pool = await asyncpg.create_pool(dsn, min_size=POOL_SIZE, max_size=POOL_SIZE)
+    engine = create_engine(settings, pool_size=POOL_SIZE, max_overflow=0)
+    maker = create_sessionmaker(engine)
+    results = []
+    try:
+        for name, build in WORKLOADS.items():
+            variants = build(pool, engine, maker, data)
+            for concurrency in (1, 32):
+                total = args.ops if concurrency > 1 else max(args.ops // 3, 20)
+                series = {v: Series() for v in VARIANTS}
+                for _ in range(args.rounds):
+                    for variant in VARIANTS:
+                        operation = getattr(variants, variant)
+                        series[variant].values.append(
+                            await throughput(operation, total=total, concurrency=concurrency)
+                        )
+                results.append(summary(name, f"throughput, concurrency {concurrency}", series))
+            if name == "sessions.validate":
+                results.append(await latency(variants, args))
+    finally:
+        await pool.close()
+        await engine.dispose()
+    return results
+
+
+async def latency(variants: Any, args: argparse.Namespace) -> dict[str, Any]:
+    p50 = {v: Series() for v in VARIANTS}
+    p99 = {v: Series() for v in VARIANTS}
+    for _ in range(args.rounds):
+        for variant in VARIANTS:
+            measured = await latencies(getattr(variants, variant), total=args.ops, concurrency=64)
+            p50[variant].values.append(percentile(measured, 0.50))
+            p99[variant].values.append(percentile(measured, 0.99))
+    return {
+        "workload": "sessions.validate",
+        "measure": f"latency ms at 64 tasks, pool {POOL_SIZE}",
+        "p50": {v: p50[v].median for v in VARIANTS},
+        "p99": {v: p99[v].median for v in VARIANTS},
+        "p99_spread": {v: p99[v].spread for v in VARIANTS},
+        "ratio_p99": p99["lib"].median / p99["raw"].median,
+    }
+
+
+def summary(name: str, measure: str, series: dict[str, Series]) -> dict[str, Any]:
+    raw = series["raw"].median
+    return {
+        "workload": name,
+        "measure": measure,
+        "ops_per_s": {v: s.median for v, s in series.items()},
+        "spread": {v: s.spread for v, s in series.items()},
+        "ratio": {v: s.median / raw for v, s in series.items()},
+    }
+
+
+def bulk(dsn: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+    plans = (
+        [("raw", 2000), ("lib", 2000), ("lib-from-dicts", 2000), ("orm", 500)]
+        if args.smoke
+        else [
+            ("raw", 100_000),
+            ("lib", 100_000),
+            ("lib-from-dicts", 100_000),
+            ("orm", 20_000),
+            ("raw", 1_000_000),
+            ("lib", 1_000_000),
+        ]
+    )
+    results = []
+    for mode, rows in plans:
+        done = subprocess.run(
+            [sys.executable, "-m", "bench.bulk", mode, str(rows), dsn],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        results.append({"mode": mode, "rows": rows, **json.loads(done.stdout)})
+    return results
+
+
+def print_report(report: dict[str, Any]) -> None:
+    out = sys.stdout.write
+    out(f"\napp_db benchmarks, {report['date']}, {report['machine']}, {report['server']}\n")
+    out(f"{report['rounds']} rounds per figure (median; spread = min..max of app_db)\n\n")
+    out(
+        f"{'workload':30} {'measure':28} {'raw/s':>8} {'app_db/s':>9} {'ratio':>6} "
+        f"{'ORM/s':>8} {'ratio':>6}  app_db spread\n"
+    )
+    for row in report["lookups"]:
+        if "ops_per_s" in row:
+            ops, ratio, low_high = row["ops_per_s"], row["ratio"], row["spread"]["lib"]
+            out(
+                f"{row['workload']:30} {row['measure']:28} {ops['raw']:8.0f} {ops['lib']:9.0f} "
+                f"{ratio['lib']:6.2f} {ops['orm']:8.0f} {ratio['orm']:6.2f}  "
+                f"{low_high[0]:.0f}..{low_high[1]:.0f}\n"
+            )
+        else:
+            out(
+                f"{row['workload']:30} {'p50 ms (raw/app_db/ORM)':28} "
+                f"{row['p50']['raw']:8.2f} {row['p50']['lib']:9.2f} {'':6} "
+                f"{row['p50']['orm']:8.2f}\n"
+            )
+            out(
+                f"{'':30} {'p99 ms (raw/app_db/ORM)':28} {row['p99']['raw']:8.2f} "
+                f"{row['p99']['lib']:9.2f} {row['ratio_p99']:6.2f} {row['p99']['orm']:8.2f}\n"
+            )
+    out("\nbulk import (one process each; rows/s, peak memory growth)\n")
+    raw_rate = {r["rows"]: r["rows_per_s"] for r in report["bulk"] if r["mode"] == "raw"}
+    reference = max(raw_rate) if raw_rate else None
+    for r in report["bulk"]:
+        base = raw_rate.get(r["rows"]) or (raw_rate[min(raw_rate)] if raw_rate else None)
+        ratio = f"{r['rows_per_s'] / base:.2f}x raw" if base else ""
+        out(
+            f"  {r['mode']:15} {r['rows']:>9} rows {r['rows_per_s']:>10.0f} rows/s "
+            f"{ratio:>10} {r['peak_growth_mb']:7.1f} MB\n"
+        )
+    del reference
+    if "suite" in report:
+        s = report["suite"]
+        out(f"\ntest isolation: {s['fixture_overhead_ms']:.2f} ms per test")
+        if "wall_time_s" in s:
+            out(f"; full suite {s['wall_time_s']:.1f} s ({s['last_line']})")
+        out("\n")
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    server = find_test_server()
+    try:
+        url = await create_database(server)
+        try:
+            sizes = (200, 500) if args.smoke else (10_000, 20_000)
+            data = await seed(url, users=sizes[0], customers=sizes[1])
+            settings = settings_for(url)
+            report: dict[str, Any] = {
+                "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+                "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python "
+                f"{platform.python_version()}",
+                "server": describe_server(server),
+                "rounds": args.rounds,
+                "lookups": await lookups(plain_dsn(url), settings, data, args),
+                "bulk": [] if args.skip_bulk else bulk(plain_dsn(url), args),
+            }
+        finally:
+            await server.drop_database(url)
+    finally:
+        server.close()
+    return report
+
+
+def main() -> None:
+    args = parse()
+    report = asyncio.run(run(args))
+    if not args.skip_suite:
+        report["suite"] = {"fixture_overhead_ms": suite.fixture_overhead_ms()}
+        if not args.smoke:
+            wall, last = suite.suite_wall_time_s()
+            report["suite"] |= {"wall_time_s": wall, "last_line": last}
+    print_report(report)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2, default=str))
+    sys.stdout.write(f"\nwritten: {args.json}\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+"""Workloads 1 to 4: the same operation as raw asyncpg, naive SQLModel ORM, and app_db.
+
+Each variant does one request's worth of work: take a connection, run the operation, give the
+connection back. app_db runs inside ``transaction(...)``, as a web handler's dependency would.
+"""
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
+
+import asyncpg
+from sqlalchemy import func, tuple_
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app_db import customers, sessions, transaction, users
+from app_db.models import Customer, Session, User
+from app_db.pagination import encode_cursor
+from app_db.tokens import hash_token, new_token
+from bench.database import POLICY, Seed
+from bench.harness import Operation
+
+RAW_VALIDATE = sessions.VALIDATE_SQL
+RAW_BY_EMAIL = "SELECT * FROM users WHERE lower(email) = lower($1)"
+RAW_PAGE = (
+    "SELECT * FROM customers WHERE (created_at, id) > ($1, $2) ORDER BY created_at, id LIMIT 51"
+)
+RAW_ISSUE = (
+    "INSERT INTO sessions (user_id, token_hash, expires_at) "
+    "VALUES ($1, $2, now() + $3::interval) RETURNING *"
+)
+
+
+T = TypeVar("T")
+
+
+@dataclass
+class Variants:
+    raw: Operation
+    orm: Operation
+    lib: Operation
+
+
+def pick(values: list[T]) -> Callable[[int], T]:
+    shuffled = random.Random(7).sample(values, len(values))
+    return lambda i: shuffled[i % len(shuffled)]
+
+
+def validate(
+    pool: asyncpg.Pool, engine: AsyncEngine, maker: async_sessionmaker[AsyncSession], seed: Seed
+) -> Variants:
+    token = pick(seed.tokens)
+    day, two_days, hour = POLICY.idle_timeout, POLICY.max_lifetime, POLICY.touch_interval
+
+    async def raw(i: int) -> object:
+        async with pool.acquire() as connection:
+            return await connection.fetchrow(
+                RAW_VALIDATE, hash_token(token(i)), day, two_days, hour
+            )
+
+    async def orm(i: int) -> object:
+        async with AsyncSession(engine) as db:
+            result = await db.exec(
+                select(Session, User)
+                .join(User, col(User.id) == col(Session.user_id))
+                .where(
+                    col(Session.token_hash) == hash_token(token(i)),
+                    col(Session.revoked_at).is_(None),
+                    col(Session.expires_at) > func.now(),
+                    col(User.is_active),
+                )
+            )
+            return result.first()
+
+    async def lib(i: int) -> object:
+        async with transaction(maker) as db:
+            return await sessions.validate(db, token(i), settings=POLICY)
+
+    return Variants(raw, orm, lib)
+
+
+def get_by_email(
+    pool: asyncpg.Pool, engine: AsyncEngine, maker: async_sessionmaker[AsyncSession], seed: Seed
+) -> Variants:
+    email = pick(seed.emails)
+
+    async def raw(i: int) -> object:
+        async with pool.acquire() as connection:
+            return await connection.fetchrow(RAW_BY_EMAIL, email(i))
+
+    async def orm(i: int) -> object:
+        async with AsyncSession(engine) as db:
+            result = await db.exec(
+                select(User).where(func.lower(User.email) == func.lower(email(i)))
+            )
+            return result.first()
+
+    async def lib(i: int) -> object:
+        async with transaction(maker) as db:
+            return await users.get_by_email(db, email(i))
+
+    return Variants(raw, orm, lib)
+
+
+def list_page(
+    pool: asyncpg.Pool, engine: AsyncEngine, maker: async_sessionmaker[AsyncSession], seed: Seed
+) -> Variants:
+    position = pick(seed.cursors)
+
+    async def raw(i: int) -> object:
+        created_at, row_id = position(i)
+        async with pool.acquire() as connection:
+            rows = await connection.fetch(RAW_PAGE, created_at, row_id)
+        return encode_cursor(rows[49]["created_at"], rows[49]["id"]) if len(rows) > 50 else None
+
+    async def orm(i: int) -> object:
+        created_at, row_id = position(i)
+        async with AsyncSession(engine) as db:
+            result = await db.exec(
+                select(Customer)
+                .where(tuple_(col(Customer.created_at), col(Customer.id)) > (created_at, row_id))
+                .order_by(col(Customer.created_at), col(Customer.id))
+                .limit(51)
+            )
+            rows = result.all()
+        return encode_cursor(rows[49].created_at, rows[49].id) if len(rows) > 50 else None
+
+    async def lib(i: int) -> object:
+        created_at, row_id = position(i)
+        async with transaction(maker) as db:
+            page = await customers.list(db, limit=50, cursor=encode_cursor(created_at, row_id))
+        return page.next_cursor
+
+    return Variants(raw, orm, lib)
+
+
+def issue(
+    pool: asyncpg.Pool, engine: AsyncEngine, maker: async_sessionmaker[AsyncSession], seed: Seed
+) -> Variants:
+    user_id = pick(seed.user_ids)
+    lifetime = timedelta(hours=1)
+
+    async def raw(i: int) -> object:
+        async with pool.acquire() as connection:
+            return await connection.fetchrow(
+                RAW_ISSUE, user_id(i), hash_token(new_token()), lifetime
+            )
+
+    async def orm(i: int) -> object:
+        async with AsyncSession(engine) as db:
+            session = Session(
+                user_id=user_id(i),
+                token_hash=hash_token(new_token()),
+                expires_at=datetime.now(UTC) + lifetime,
+            )
+            db.add(session)
+            await db.commit()
+        return session
+
+    async def lib(i: int) -> object:
+        async with transaction(maker) as db:
+            return await sessions.issue(db, user_id(i), ttl=lifetime, settings=POLICY)
+
+    return Variants(raw, orm, lib)
+
+
+WORKLOADS = {
+    "sessions.validate": validate,
+    "users.get_by_email": get_by_email,
+    "customers.list (50, cursor)": list_page,
+    "sessions.issue": issue,
+}
