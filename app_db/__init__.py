@@ -1,6 +1,6 @@
 """Async data access for PostgreSQL on SQLModel, SQLAlchemy 2 asyncio and asyncpg."""
 
-from app_db import customers, errors, sessions, users
+from app_db import customers, errors, health, sessions, users
 from app_db.engine import create_engine, create_sessionmaker, transaction
 from app_db.errors import (
     AppDBError,
@@ -27,6 +27,7 @@ __all__ = [
     "create_sessionmaker",
     "customers",
     "errors",
+    "health",
     "load_session_settings",
     "load_settings",
     "sessions",

@@ -86,7 +86,7 @@ def suite_wall_time_s() -> tuple[float, str]:
     started = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
-        check=True,
+        check=False,
         cwd=ROOT,
         capture_output=True,
         text=True,

