@@ -8,7 +8,7 @@ import asyncpg
 from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app_db.errors import InvalidInputError, error_for_constraint, violated_constraint
+from app_db.errors import InvalidInputError, error_for_constraint, typed_errors, violated_constraint
 from app_db.models import CustomerCreate
 from app_db.models.types import uuid7
 from app_db.validation import validated
@@ -19,6 +19,7 @@ _COLUMNS = ("id", "name", "email", "phone", "owner_id")
 CustomerRow = CustomerCreate | Mapping[str, Any]
 
 
+@typed_errors
 async def bulk_import(
     db: AsyncSession,
     rows: Iterable[CustomerRow] | AsyncIterable[CustomerRow],

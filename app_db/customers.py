@@ -12,7 +12,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_db import fastpath
 from app_db.bulk import bulk_import
-from app_db.errors import InvalidInputError, NotFoundError, translated_errors
+from app_db.errors import InvalidInputError, NotFoundError, translated_errors, typed_errors
 from app_db.models import Customer, CustomerCreate, CustomerUpdate
 from app_db.models.types import postgres_text
 from app_db.pagination import Page, decode_cursor, encode_cursor
@@ -27,6 +27,7 @@ _SELECT = f"SELECT {', '.join(_NAMES)} FROM customers"  # noqa: S608
 __all__ = ["MAX_PAGE_SIZE", "bulk_import", "create", "delete", "get", "list", "update"]
 
 
+@typed_errors
 async def create(db: AsyncSession, data: CustomerCreate) -> Customer:
     """Create a customer; an unknown ``owner_id`` raises ``InvalidInputError``."""
     customer = Customer.model_validate(validated(CustomerCreate, data))
@@ -36,11 +37,13 @@ async def create(db: AsyncSession, data: CustomerCreate) -> Customer:
     return customer
 
 
+@typed_errors
 async def get(db: AsyncSession, customer_id: uuid.UUID) -> Customer | None:
     """Return the customer with this id, or ``None``."""
     return await db.get(Customer, customer_id)
 
 
+@typed_errors
 async def update(db: AsyncSession, customer_id: uuid.UUID, data: CustomerUpdate) -> Customer:
     """Apply the fields set in ``data``; raise ``NotFoundError`` when there is no such customer."""
     changes = validated(CustomerUpdate, data).model_dump(exclude_unset=True)
@@ -56,6 +59,7 @@ async def update(db: AsyncSession, customer_id: uuid.UUID, data: CustomerUpdate)
     return customer
 
 
+@typed_errors
 async def delete(db: AsyncSession, customer_id: uuid.UUID) -> bool:
     """Delete the customer; return whether it existed."""
     result = await db.exec(
@@ -67,6 +71,7 @@ async def delete(db: AsyncSession, customer_id: uuid.UUID) -> bool:
     return result.first() is not None
 
 
+@typed_errors
 async def list(
     db: AsyncSession,
     *,

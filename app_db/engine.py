@@ -9,6 +9,7 @@ from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app_db.errors import translated_errors
 from app_db.settings import Settings, load_settings
 
 
@@ -59,20 +60,25 @@ async def transaction(
 ) -> AsyncIterator[AsyncSession]:
     """Yield a session inside a transaction: commit when the block succeeds, roll back if not.
 
-    The transaction begins with the session's first statement. A block that never starts it
+    Expected database failures (pool timeout, lost connection, statement timeout, known
+    constraints) leave it as app_db's typed errors. The transaction begins with the session's
+    first statement. A block that never starts it
     (only reads that borrowed a pooled connection, see ``app_db.fastpath``) ends without a
     COMMIT, and costs no round trip at all.
     """
     session = sessionmaker()
-    try:
-        yield session
-    except BaseException:
-        if session.in_transaction():
-            await session.rollback()
-        await session.close()
-        raise
-    if session.in_transaction() or session.new or session.dirty or session.deleted:
+    with translated_errors():
         try:
-            await session.commit()
-        finally:
-            await session.close()
+            yield session
+        except BaseException:
+            try:
+                if session.in_transaction():
+                    await session.rollback()
+            finally:
+                await session.close()
+            raise
+        if session.in_transaction() or session.new or session.dirty or session.deleted:
+            try:
+                await session.commit()
+            finally:
+                await session.close()

@@ -4,14 +4,28 @@ Database errors are mapped by the name of the violated constraint (the naming co
 on the metadata makes these names exact), never by parsing message text.
 """
 
-from collections.abc import Callable, Iterator
+import functools
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
+import asyncpg
 from pydantic import ValidationError
-from sqlalchemy.exc import DataError, IntegrityError, StatementError
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    IntegrityError,
+    SQLAlchemyError,
+    StatementError,
+)
+from sqlalchemy.exc import (
+    TimeoutError as PoolTimeout,
+)
 
 from app_db.models import metadata
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class AppDBError(Exception):
@@ -77,6 +91,18 @@ class DuplicateEmailError(ConflictError):
     """Raise when another user already has the email, compared case-insensitively."""
 
 
+class DatabaseUnavailableError(AppDBError, ConnectionError):
+    """Raise when the database cannot be reached or dropped the connection; retry later."""
+
+
+class PoolTimeoutError(AppDBError, TimeoutError):
+    """Raise when no pooled connection became free within ``DATABASE_POOL_TIMEOUT``."""
+
+
+class StatementTimeoutError(AppDBError, TimeoutError):
+    """Raise when the server cancelled a statement (``statement_timeout``, SQLSTATE 57014)."""
+
+
 def violated_constraint(error: BaseException) -> str | None:
     """Return the name of the constraint a database error violated, read from the driver."""
     driver_error = getattr(error, "driver_exception", None) or getattr(
@@ -123,19 +149,59 @@ def error_for_constraint(constraint: str | None) -> AppDBError | None:
     return None
 
 
+_CANCELED = "57014"
+DISCONNECTS: tuple[type[BaseException], ...] = (
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    ConnectionError,
+    OSError,
+)
+
+
+def typed_error(error: BaseException) -> AppDBError | None:  # noqa: PLR0911 - one per kind
+    """Return the app_db error for an expected database failure, or ``None`` for others."""
+    if isinstance(error, AppDBError):
+        return error
+    if isinstance(error, IntegrityError | asyncpg.IntegrityConstraintViolationError):
+        return error_for_constraint(violated_constraint(error))
+    if isinstance(error, PoolTimeout):
+        return PoolTimeoutError("no pooled connection became free within the pool timeout")
+    driver_error = getattr(getattr(error, "orig", None), "driver_exception", None) or error
+    if getattr(driver_error, "sqlstate", None) == _CANCELED:
+        return StatementTimeoutError("the server cancelled the statement (statement_timeout)")
+    if isinstance(error, DBAPIError) and error.connection_invalidated:
+        return DatabaseUnavailableError("the database connection was lost")
+    if isinstance(driver_error, DISCONNECTS):
+        return DatabaseUnavailableError(f"database unreachable: {type(driver_error).__name__}")
+    if isinstance(error, DataError | asyncpg.DataError):
+        return InvalidInputError("value not accepted by the database")
+    if isinstance(error, StatementError) and isinstance(error.orig, ValueError):
+        return InvalidInputError(str(error.orig))
+    return None
+
+
 @contextmanager
 def translated_errors() -> Iterator[None]:
     """Turn expected database failures raised inside the block into app_db's typed errors."""
     try:
         yield
-    except IntegrityError as exc:
-        typed = error_for_constraint(violated_constraint(exc))
-        if typed is None:
+    except (SQLAlchemyError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        typed = typed_error(exc)
+        if typed is None or isinstance(exc, AppDBError):
             raise
         raise typed from exc
-    except DataError as exc:
-        raise InvalidInputError("value not accepted by the database") from exc
-    except StatementError as exc:
-        if isinstance(exc.orig, ValueError):
-            raise InvalidInputError(str(exc.orig)) from exc
-        raise
+
+
+def typed_errors(
+    function: Callable[P, Coroutine[Any, Any, R]],
+) -> Callable[P, Coroutine[Any, Any, R]]:
+    """Make an API coroutine raise app_db's typed errors for expected database failures."""
+
+    @functools.wraps(function)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        with translated_errors():
+            return await function(*args, **kwargs)
+
+    return wrapper

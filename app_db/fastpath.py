@@ -29,6 +29,8 @@ from sqlalchemy.util import greenlet_spawn
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app_db.errors import DISCONNECTS as _DISCONNECTS
+
 DRIVER_READS = "app_db_driver_reads"
 
 M = TypeVar("M", bound=SQLModel)
@@ -40,14 +42,6 @@ class Row(Protocol):
     def __getitem__(self, key: str, /) -> Any: ...
 
     def items(self) -> Iterable[tuple[Any, Any]]: ...
-
-
-_DISCONNECTS = (
-    asyncpg.ConnectionDoesNotExistError,
-    asyncpg.InterfaceError,
-    asyncpg.PostgresConnectionError,
-    ConnectionError,
-)
 
 
 async def fetch(db: AsyncSession, sql: str, *args: object) -> Sequence[Row]:
@@ -65,18 +59,7 @@ async def fetch(db: AsyncSession, sql: str, *args: object) -> Sequence[Row]:
         if not bind.sync_engine.get_execution_options().get(DRIVER_READS, True):
             async with bind.connect() as borrowed:
                 return await _through_sqlalchemy(borrowed, sql, args)
-        async with _fair_turn(bind):
-            pooled = await bind.raw_connection()
-            try:
-                rows = await _on_driver(pooled.driver_connection, sql, args)
-            except _DISCONNECTS as exc:
-                await greenlet_spawn(pooled.invalidate, exc)
-                raise
-            except BaseException:
-                pooled.close()
-                raise
-            pooled.close()  # nothing began on it, so giving it back needs no round trip
-            return rows
+        return await _borrowed(bind, sql, args)
     connection = await db.connection()
     sync = connection.sync_connection
     assert sync is not None
@@ -88,6 +71,30 @@ async def fetch(db: AsyncSession, sql: str, *args: object) -> Sequence[Row]:
     except _DISCONNECTS as exc:
         await connection.invalidate(exc)
         raise
+
+
+async def _borrowed(engine: AsyncEngine, sql: str, args: tuple[object, ...]) -> Sequence[Row]:
+    """Run a read on a pooled connection; a connection found dead is replaced and tried again.
+
+    Only idempotent statements come here (lookups, and validate's touch, which writes now()),
+    so one retry on a fresh connection hides a connection the server dropped while idle.
+    """
+    for attempt in (1, 2):
+        async with _fair_turn(engine):
+            pooled = await engine.raw_connection()
+            try:
+                rows = await _on_driver(pooled.driver_connection, sql, args)
+            except _DISCONNECTS as exc:
+                await greenlet_spawn(pooled.invalidate, exc)
+                if attempt == 2:
+                    raise
+                continue
+            except BaseException:
+                pooled.close()
+                raise
+            pooled.close()  # nothing began on it, so giving it back needs no round trip
+            return rows
+    raise AssertionError("unreachable")
 
 
 async def _on_driver(driver: Any, sql: str, args: tuple[object, ...]) -> Sequence[Row]:

@@ -24,7 +24,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_db import fastpath
-from app_db.errors import InvalidInputError, translated_errors
+from app_db.errors import InvalidInputError, translated_errors, typed_errors
 from app_db.models import Session, User
 from app_db.models.session import USER_AGENT_MAX_LENGTH, IPAddress
 from app_db.models.types import uuid7
@@ -51,6 +51,7 @@ def _live(token_hash: bytes):  # type: ignore[no-untyped-def]
     )
 
 
+@typed_errors
 async def issue(
     db: AsyncSession,
     user_id: uuid.UUID,
@@ -142,6 +143,7 @@ def _session_values(row: fastpath.Row) -> dict[str, object]:
     return values
 
 
+@typed_errors
 async def validate(
     db: AsyncSession, token: str, *, settings: SessionSettings | None = None
 ) -> tuple[Session, User] | None:
@@ -170,6 +172,7 @@ async def validate(
     return fastpath.load(db, Session, session_values), fastpath.load(db, User, user_values)
 
 
+@typed_errors
 async def rotate(
     db: AsyncSession, token: str, *, settings: SessionSettings | None = None
 ) -> tuple[str, Session] | None:
@@ -193,6 +196,7 @@ async def rotate(
     return await issue(db, old.user_id, ip=old.ip, user_agent=old.user_agent, settings=settings)
 
 
+@typed_errors
 async def revoke(db: AsyncSession, token: str) -> bool:
     """Revoke the live session of a token; return whether there was one."""
     if not is_well_formed(token):
@@ -207,6 +211,7 @@ async def revoke(db: AsyncSession, token: str) -> bool:
     return result.scalars().first() is not None
 
 
+@typed_errors
 async def revoke_all(
     db: AsyncSession, user_id: uuid.UUID, *, except_session_id: uuid.UUID | None = None
 ) -> int:
@@ -228,6 +233,7 @@ async def revoke_all(
     return len(result.scalars().all())
 
 
+@typed_errors
 async def list_for_user(
     db: AsyncSession, user_id: uuid.UUID, *, include_ended: bool = False
 ) -> Sequence[Session]:
@@ -241,6 +247,7 @@ async def list_for_user(
     return result.all()
 
 
+@typed_errors
 async def purge_expired(
     db: AsyncSession, *, batch_size: int = DEFAULT_PURGE_BATCH, max_batches: int | None = None
 ) -> int:

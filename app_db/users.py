@@ -9,7 +9,7 @@ from pydantic import SecretStr, TypeAdapter
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_db import fastpath, sessions
-from app_db.errors import InvalidInputError, NotFoundError, translated_errors
+from app_db.errors import InvalidInputError, NotFoundError, translated_errors, typed_errors
 from app_db.models import User, UserCreate, UserUpdate
 from app_db.models.types import EMAIL_MAX_LENGTH, normalize_email
 from app_db.models.user import Password
@@ -21,6 +21,7 @@ _USER_NAMES = tuple(c.name for c in User.__table__.columns)  # type: ignore[attr
 _BY_EMAIL_SQL = f"SELECT {', '.join(_USER_NAMES)} FROM users WHERE lower(email) = lower($1)"  # noqa: S608
 
 
+@typed_errors
 async def create(db: AsyncSession, data: UserCreate) -> User:
     """Create a user with a normalised email and an argon2id password hash.
 
@@ -36,11 +37,13 @@ async def create(db: AsyncSession, data: UserCreate) -> User:
     return user
 
 
+@typed_errors
 async def get(db: AsyncSession, user_id: uuid.UUID) -> User | None:
     """Return the user with this id, or ``None``."""
     return await db.get(User, user_id)
 
 
+@typed_errors
 async def get_by_email(db: AsyncSession, email: str) -> User | None:
     """Return the user with this email in any letter case, or ``None`` (served by the index)."""
     lookup = _lookup_form(email)
@@ -68,6 +71,7 @@ def _lookup_form(email: str) -> str | None:
         return None
 
 
+@typed_errors
 async def authenticate(db: AsyncSession, email: str, password: str | SecretStr) -> User | None:
     """Return the active user whose password matches, else ``None``.
 
@@ -88,6 +92,7 @@ async def authenticate(db: AsyncSession, email: str, password: str | SecretStr) 
     return user
 
 
+@typed_errors
 async def update(db: AsyncSession, user_id: uuid.UUID, data: UserUpdate) -> User:
     """Apply the fields set in ``data``; raise ``NotFoundError`` or ``DuplicateEmailError``."""
     data = validated(UserUpdate, data)
@@ -101,6 +106,7 @@ async def update(db: AsyncSession, user_id: uuid.UUID, data: UserUpdate) -> User
     return user
 
 
+@typed_errors
 async def set_password(db: AsyncSession, user_id: uuid.UUID, password: str | SecretStr) -> None:
     """Replace the user's password hash. Other sessions stay valid: revoke them if needed."""
     secret = validated_value(_PASSWORD, password, field="password")
@@ -109,6 +115,7 @@ async def set_password(db: AsyncSession, user_id: uuid.UUID, password: str | Sec
     await db.flush()
 
 
+@typed_errors
 async def deactivate(db: AsyncSession, user_id: uuid.UUID) -> None:
     """Mark the user inactive and revoke all of their sessions."""
     user = await _require(db, user_id)
