@@ -155,8 +155,16 @@ DISCONNECTS: tuple[type[BaseException], ...] = (
     asyncpg.InterfaceError,
     asyncpg.PostgresConnectionError,
     asyncpg.CannotConnectNowError,
+    asyncpg.InternalClientError,
     ConnectionError,
     OSError,
+)
+
+
+_TRANSLATED: tuple[type[BaseException], ...] = (
+    SQLAlchemyError,
+    asyncpg.PostgresError,
+    *DISCONNECTS,
 )
 
 
@@ -187,7 +195,7 @@ def translated_errors() -> Iterator[None]:
     """Turn expected database failures raised inside the block into app_db's typed errors."""
     try:
         yield
-    except (SQLAlchemyError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+    except _TRANSLATED as exc:
         typed = typed_error(exc)
         if typed is None or isinstance(exc, AppDBError):
             raise

@@ -13,7 +13,7 @@ statement: it costs no BEGIN round trip and it sees all committed data.
 import asyncio
 import contextlib
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from functools import cache
 from typing import Any, Protocol, TypeVar
 
@@ -30,6 +30,7 @@ from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_db.errors import DISCONNECTS as _DISCONNECTS
+from app_db.errors import PoolTimeoutError
 
 DRIVER_READS = "app_db_driver_reads"
 
@@ -99,11 +100,9 @@ async def _borrowed(engine: AsyncEngine, sql: str, args: tuple[object, ...]) -> 
 
 async def _on_driver(driver: Any, sql: str, args: tuple[object, ...]) -> Sequence[Row]:
     connection: asyncpg.Connection = driver
-    try:
-        rows: Sequence[Row] = await connection.fetch(sql, *args)
-    except asyncio.CancelledError:
-        connection.terminate()  # cancelled mid-statement: this connection is never reused
-        raise
+    # On cancellation asyncpg sends the server a cancel request, and the connection's next
+    # statement waits for it to finish: the connection can go back to the pool as it is.
+    rows: Sequence[Row] = await connection.fetch(sql, *args)
     return rows
 
 
@@ -118,21 +117,32 @@ _turns: "weakref.WeakKeyDictionary[Engine, dict[asyncio.AbstractEventLoop, async
 _turns = weakref.WeakKeyDictionary()
 
 
-def _fair_turn(engine: AsyncEngine) -> asyncio.Semaphore | contextlib.nullcontext[None]:
+@contextlib.asynccontextmanager
+async def _fair_turn(engine: AsyncEngine) -> AsyncIterator[None]:
     """Queue borrowers first come, first served, at most as many as the pool holds.
 
     SQLAlchemy's pool lets a newcomer take a connection that a waiting task was about to get,
     which under load leaves some requests waiting far longer than the rest (the p99 latency).
+    The wait is bounded by the pool's own timeout.
     """
     pool = engine.sync_engine.pool
     if not isinstance(pool, QueuePool):
-        return contextlib.nullcontext()
+        yield
+        return
     loop = asyncio.get_running_loop()
     per_loop = _turns.setdefault(engine.sync_engine, {})
     turn = per_loop.get(loop)
     if turn is None:
         turn = per_loop[loop] = asyncio.Semaphore(pool.size() + max(pool._max_overflow, 0))
-    return turn
+    try:
+        async with asyncio.timeout(pool.timeout()):
+            await turn.acquire()
+    except TimeoutError:
+        raise PoolTimeoutError("no pooled connection became free within the pool timeout") from None
+    try:
+        yield
+    finally:
+        turn.release()
 
 
 def _holds_connection(db: AsyncSession) -> bool:

@@ -1,10 +1,19 @@
 """Shared test helpers; the database fixtures come from the app_db pytest plugin."""
 
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import pytest_asyncio
+from pydantic import SecretStr
+from sqlalchemy.engine import URL
 
+from app_db.engine import create_engine
+from app_db.migrations import upgrade_connection
 from app_db.settings import Settings
+from app_db.testing.plugin import settings_for
+from app_db.testing.server import TestServer
 
 DATABASE_VARIABLES = tuple(name.upper() for name in Settings.model_fields)
 
@@ -16,3 +25,23 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+def settings(url: URL, **values: Any) -> Settings:
+    """Settings for ``url`` with some values changed, ignoring any ``.env`` file."""
+    secret = SecretStr(url.render_as_string(hide_password=False))
+    return Settings(_env_file=None, database_url=secret, **values)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def own_database(app_db_server: TestServer) -> AsyncIterator[URL]:
+    """A migrated database for one test that must commit; dropped afterwards."""
+    url = await app_db_server.create_database("own_")
+    try:
+        engine = create_engine(settings_for(url), pool_size=1, max_overflow=0)
+        async with engine.begin() as connection:
+            await connection.run_sync(upgrade_connection)
+        await engine.dispose()
+        yield url
+    finally:
+        await app_db_server.drop_database(url)
