@@ -16,7 +16,7 @@ HASHER = PasswordHasher()
 
 async def hash_password(password: str) -> str:
     """Return the argon2id hash of ``password``."""
-    return await asyncio.to_thread(HASHER.hash, password)
+    return await asyncio.to_thread(_hash, _utf8(password))
 
 
 async def verify_password(password_hash: str, password: str) -> bool:
@@ -37,9 +37,18 @@ def needs_rehash(password_hash: str) -> bool:
         return True
 
 
+def _utf8(password: str) -> bytes:
+    """Encode any ``str``, lone surrogates included, so no input can crash the hasher."""
+    return password.encode("utf-8", "surrogatepass")
+
+
+def _hash(password: bytes) -> str:
+    return HASHER.hash(password)
+
+
 def _verify(password_hash: str, password: str) -> bool:
     try:
-        return HASHER.verify(password_hash, password)
+        return HASHER.verify(password_hash, _utf8(password))
     except (VerificationError, InvalidHashError):
         return False
 

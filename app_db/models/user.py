@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import AwareDatetime, SecretStr, StringConstraints
+from pydantic import AfterValidator, AwareDatetime, SecretStr, StringConstraints
 from sqlalchemy import CheckConstraint, Index, Text, func, true
 from sqlmodel import Field, col
 
@@ -21,9 +21,20 @@ DisplayName = Annotated[
     StringConstraints(strip_whitespace=True, min_length=1, max_length=DISPLAY_NAME_MAX_LENGTH),
     PostgresText,
 ]
+
+
+def _encodable(password: SecretStr) -> SecretStr:
+    try:
+        password.get_secret_value().encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode (no lone surrogates)") from None
+    return password
+
+
 Password = Annotated[
     SecretStr,
     StringConstraints(min_length=PASSWORD_MIN_LENGTH, max_length=PASSWORD_MAX_LENGTH),
+    AfterValidator(_encodable),
 ]
 
 
