@@ -2,6 +2,7 @@
 
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -23,6 +24,7 @@ class EmbeddedCluster:
     """Init and start a cluster in a new temporary folder; ``stop()`` removes every trace."""
 
     def __init__(self, wheel: ModuleType) -> None:
+        self._wheel = wheel
         self._folder = Path(tempfile.mkdtemp(prefix="app_db_pg_"))
         try:
             self._server = wheel.get_server(self._folder / "data", cleanup_mode="delete")
@@ -34,6 +36,28 @@ class EmbeddedCluster:
     def admin_url(self) -> URL:
         """Return the URL of the cluster's ``postgres`` database, over its unix socket."""
         return make_url(self._server.get_uri()).set(drivername=ASYNC_DRIVER)
+
+    @property
+    def data_dir(self) -> Path:
+        """Return the cluster's data folder."""
+        return Path(self._server.pgdata)
+
+    def restart(self, *, down_for: float = 0.0) -> None:
+        """Stop the server (fast shutdown), wait ``down_for`` seconds, and start it again."""
+        self._wheel.pg_ctl(
+            ["-w", "-m", "fast", "stop"], pgdata=self.data_dir, user=self._server.system_user
+        )
+        time.sleep(down_for)
+        self._server.ensure_postgres_running()
+
+    def configure(self, *, hba: str | None = None, settings: dict[str, str] | None = None) -> None:
+        """Replace ``pg_hba.conf`` and append to ``postgresql.conf``; takes effect on restart."""
+        if hba is not None:
+            (self.data_dir / "pg_hba.conf").write_text(hba)
+        if settings:
+            lines = "".join(f"{key} = '{value}'\n" for key, value in settings.items())
+            with (self.data_dir / "postgresql.conf").open("a") as conf:
+                conf.write(lines)
 
     def stop(self) -> None:
         """Stop the server and delete its data folder."""
