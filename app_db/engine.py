@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_db.errors import translated_errors
+from app_db.fastpath import DRIVER_READS
 from app_db.settings import Settings, load_settings
 
 
@@ -30,6 +31,9 @@ def create_engine(settings: Settings | None = None, **engine_options: Any) -> As
         "echo": settings.database_echo,
         "hide_parameters": True,
         "connect_args": settings.connect_args(),
+        # Behind PgBouncer, reads go through SQLAlchemy inside a transaction, never as a
+        # bare prepared statement that PgBouncer could hand to another server connection.
+        "execution_options": {DRIVER_READS: not settings.database_pgbouncer},
     }
     options.update(engine_options)
     engine = create_async_engine(settings.sqlalchemy_url(), **options)

@@ -1,6 +1,7 @@
 """Database settings, read from the environment and an optional ``.env`` file."""
 
 import ssl
+import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -53,6 +54,7 @@ class Settings(BaseSettings):
     database_sslmode: SSLMode | None = None
     database_sslrootcert: FilePath | None = None
     database_echo: bool = False
+    database_pgbouncer: bool = False
 
     @model_validator(mode="after")
     def _require_a_database(self) -> "Settings":
@@ -66,7 +68,10 @@ class Settings(BaseSettings):
             url = _parse_database_url(self.database_url.get_secret_value())
         else:
             url = self._url_from_parts()
-        return url.difference_update_query(_SSL_QUERY_KEYS)
+        url = url.difference_update_query(_SSL_QUERY_KEYS)
+        if self.database_pgbouncer:
+            url = url.update_query_dict({"prepared_statement_cache_size": "0"})
+        return url
 
     def _url_from_parts(self) -> URL:
         missing = [
@@ -121,9 +126,15 @@ class Settings(BaseSettings):
         return value
 
     def connect_args(self) -> dict[str, Any]:
-        """Return the keyword arguments that asyncpg's ``connect()`` receives."""
+        """Return the keyword arguments that asyncpg's ``connect()`` receives.
+
+        Behind PgBouncer in transaction mode (``DATABASE_PGBOUNCER``), asyncpg's statement
+        cache is off, SQLAlchemy names each prepared statement uniquely, and
+        ``statement_timeout`` is not sent at connect time (PgBouncer refuses unknown startup
+        parameters): set it on the role instead (``ALTER ROLE app SET statement_timeout``).
+        """
         server_settings = {"application_name": self.database_application_name}
-        if self.database_statement_timeout_ms:
+        if self.database_statement_timeout_ms and not self.database_pgbouncer:
             server_settings["statement_timeout"] = str(self.database_statement_timeout_ms)
         args: dict[str, Any] = {
             "server_settings": server_settings,
@@ -132,6 +143,9 @@ class Settings(BaseSettings):
         ssl_arg = self._ssl_arg()
         if ssl_arg is not None:
             args["ssl"] = ssl_arg
+        if self.database_pgbouncer:
+            args["statement_cache_size"] = 0
+            args["prepared_statement_name_func"] = _unique_statement_name
         return args
 
     def _ssl_arg(self) -> str | ssl.SSLContext | None:
@@ -144,6 +158,10 @@ class Settings(BaseSettings):
             context.check_hostname = mode == "verify-full"
             return context
         return mode
+
+
+def _unique_statement_name() -> str:
+    return f"__app_db_{uuid.uuid4().hex}__"
 
 
 def _parse_database_url(raw: str) -> URL:

@@ -1,0 +1,98 @@
+"""Behind a real PgBouncer in transaction mode: 0 errors with the switch, errors without."""
+
+import asyncio
+import uuid
+from collections import Counter
+
+import pytest
+from argon2 import PasswordHasher
+from pydantic import SecretStr
+from sqlalchemy.engine import URL
+
+from app_db import (
+    Settings,
+    create_engine,
+    create_sessionmaker,
+    customers,
+    passwords,
+    sessions,
+    transaction,
+    users,
+)
+from app_db.models import CustomerCreate, UserCreate
+from tests.pgbouncer import binary, pgbouncer
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(binary() is None, reason="needs pgbouncer (apt-get install pgbouncer)"),
+]
+TASKS = 50
+ROUNDS = 4
+
+
+async def load(url: URL, *, switch: bool) -> tuple[int, Counter[str]]:
+    """Run the API's core operations from 50 tasks; return the request count and the errors."""
+    engine = create_engine(
+        Settings(
+            _env_file=None,
+            database_url=SecretStr(url.render_as_string(hide_password=False)),
+            database_pgbouncer=switch,
+            database_statement_timeout_ms=30_000 if switch else 0,
+            database_pool_size=20,
+            database_max_overflow=40,
+        )
+    )
+    maker = create_sessionmaker(engine)
+    errors: Counter[str] = Counter()
+    requests = 0
+
+    async def task(n: int) -> None:
+        nonlocal requests
+        for i in range(ROUNDS):
+            email = f"pgb-{n}-{i}-{uuid.uuid4().hex[:6]}@example.com"
+            steps = 0
+            try:
+                async with transaction(maker) as db:
+                    user = await users.create(
+                        db, UserCreate.model_validate({"email": email, "password": "long enough"})
+                    )
+                    token, _ = await sessions.issue(db, user.id)
+                    await customers.create(db, CustomerCreate(name=f"pgb {n}-{i}"))
+                    steps += 3
+                async with transaction(maker) as db:
+                    assert await sessions.validate(db, token) is not None
+                    assert await users.get_by_email(db, email) is not None
+                    await customers.list(db, limit=10, search="pgb")
+                    await customers.bulk_import(db, [{"name": f"bulk {n}-{i}"}])
+                    steps += 4
+                async with transaction(maker) as db:
+                    assert await sessions.revoke(db, token)
+                    steps += 1
+            except Exception as exc:
+                errors[type(exc).__name__] += 1
+            requests += steps
+
+    try:
+        async with asyncio.timeout(90):
+            await asyncio.gather(*(task(n) for n in range(TASKS)))
+    finally:
+        await engine.dispose()
+    return requests, errors
+
+
+async def test_pgbouncer_transaction_mode(
+    own_database: URL, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(passwords, "HASHER", PasswordHasher(time_cost=1, memory_cost=1024))
+    with pgbouncer(own_database) as through:
+        with_switch = await load(through, switch=True)
+        without_switch = await load(through, switch=False)
+
+    print(  # noqa: T201 - the figures the README quotes
+        f"\nPgBouncer 1.18, transaction mode, server pool 5, {TASKS} tasks:"
+        f" with DATABASE_PGBOUNCER: {with_switch[0]} operations, errors {dict(with_switch[1])};"
+        f" without: {without_switch[0]} operations, errors {dict(without_switch[1])}"
+    )
+    assert with_switch[1] == Counter()
+    assert with_switch[0] == TASKS * ROUNDS * 8
+    assert sum(without_switch[1].values()) > 0
