@@ -97,7 +97,8 @@ async def list(
         conditions.append(f"(name ILIKE ${n} ESCAPE '\\' OR email ILIKE ${n} ESCAPE '\\')")
     where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
     sql = f"{_SELECT} {where} ORDER BY created_at, id LIMIT $1"
-    rows = fastpath.load_many(db, Customer, await fastpath.fetch(db, sql, *args))
+    found = await fastpath.fetch(db, sql, *args, read_only=True)
+    rows = fastpath.load_many(db, Customer, found)
     if len(rows) <= limit:
         return Page[Customer].model_construct(items=rows, next_cursor=None)
     last = rows[limit - 1]

@@ -9,6 +9,7 @@ from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app_db import fastpath
 from app_db.errors import translated_errors
 from app_db.fastpath import DRIVER_READS
 from app_db.settings import Settings, load_settings
@@ -38,7 +39,24 @@ def create_engine(settings: Settings | None = None, **engine_options: Any) -> As
     options.update(engine_options)
     engine = create_async_engine(settings.sqlalchemy_url(), **options)
     event.listen(engine.sync_engine.pool, "checkout", _refuse_closed_connection)
+    read_settings = settings.read_settings()
+    if read_settings is not None:
+        replica = create_engine(read_settings, **engine_options)
+        fastpath.READ_ENGINES[engine.sync_engine] = replica
     return engine
+
+
+def read_engine(engine: AsyncEngine) -> AsyncEngine | None:
+    """Return the read-replica engine that ``create_engine`` made beside ``engine``, if any."""
+    return fastpath.READ_ENGINES.get(engine.sync_engine)
+
+
+async def dispose(engine: AsyncEngine) -> None:
+    """Close the pooled connections of ``engine`` and of its read replica engine."""
+    replica = fastpath.READ_ENGINES.pop(engine.sync_engine, None)
+    if replica is not None:
+        await replica.dispose()
+    await engine.dispose()
 
 
 def _refuse_closed_connection(dbapi_connection: Any, *_: object) -> None:

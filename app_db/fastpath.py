@@ -45,18 +45,27 @@ class Row(Protocol):
     def items(self) -> Iterable[tuple[Any, Any]]: ...
 
 
-async def fetch(db: AsyncSession, sql: str, *args: object) -> Sequence[Row]:
+READ_ENGINES: "weakref.WeakKeyDictionary[Engine, AsyncEngine]" = weakref.WeakKeyDictionary()
+"""Read-replica engines, keyed by their primary (``DATABASE_READ_URL``, see ``create_engine``)."""
+
+
+async def fetch(
+    db: AsyncSession, sql: str, *args: object, read_only: bool = False
+) -> Sequence[Row]:
     """Run one statement for the session and return its rows.
 
     It runs on the session's connection. Only when the session has nothing to flush, holds no
     connection yet and is bound to an engine does it borrow a pooled connection of that engine
     for this one statement instead: it sees what the first statement of the session's
-    transaction would see under READ COMMITTED, without starting that transaction.
+    transaction would see under READ COMMITTED, without starting that transaction. A
+    ``read_only`` statement borrowed this way goes to the read replica when there is one.
     """
     if db.new or db.dirty or db.deleted:
         await db.flush()
     bind = db.bind
     if isinstance(bind, AsyncEngine) and not _holds_connection(db) and _read_committed(bind):
+        if read_only:
+            bind = READ_ENGINES.get(bind.sync_engine, bind)
         if not bind.sync_engine.get_execution_options().get(DRIVER_READS, True):
             async with bind.connect() as borrowed:
                 return await _through_sqlalchemy(borrowed, sql, args)
@@ -159,9 +168,22 @@ def _read_committed(engine: AsyncEngine) -> bool:
     return level in (None, "READ COMMITTED", "AUTOCOMMIT")
 
 
-async def fetchrow(db: AsyncSession, sql: str, *args: object) -> Row | None:
-    """Run one statement on the session's connection and return its first row, if any."""
-    rows = await fetch(db, sql, *args)
+def reads_from_replica(db: AsyncSession) -> bool:
+    """Return whether a ``read_only`` statement of this session would go to a read replica."""
+    bind = db.bind
+    return (
+        isinstance(bind, AsyncEngine)
+        and bind.sync_engine in READ_ENGINES
+        and not (db.new or db.dirty or db.deleted)
+        and not _holds_connection(db)
+    )
+
+
+async def fetchrow(
+    db: AsyncSession, sql: str, *args: object, read_only: bool = False
+) -> Row | None:
+    """Run one statement as ``fetch`` does and return its first row, if any."""
+    rows = await fetch(db, sql, *args, read_only=read_only)
     return rows[0] if rows else None
 
 

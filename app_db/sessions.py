@@ -129,6 +129,13 @@ def _validate_sql() -> str:
 
 
 VALIDATE_SQL = _validate_sql()
+_LOOKUP_COLUMNS = [f"s.{n}" for n in _SESSION_NAMES] + [f"u.{n} AS u_{n}" for n in _USER_NAMES]
+LOOKUP_SQL = f"""
+    SELECT {", ".join(_LOOKUP_COLUMNS)},
+           s.last_seen_at <= now() - $2::interval AS touch_due
+    FROM sessions AS s JOIN users AS u ON u.id = s.user_id
+    WHERE s.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > now() AND u.is_active
+"""  # noqa: S608 - built from the model's column names only
 ISSUE_SQL = f"""
     INSERT INTO sessions (id, user_id, token_hash, ip, user_agent, expires_at)
     VALUES ($1, $2, $3, $4, $5, now() + $6::interval)
@@ -152,19 +159,29 @@ async def validate(
     ``None`` covers unknown, expired and revoked sessions and inactive users. A valid session's
     ``last_seen_at`` and sliding expiry are renewed at most once per touch interval, by the
     same statement. As the first statement of a transaction it runs without ``BEGIN``, so a
-    touch is then committed at once, whatever the request does next (see ``app_db.fastpath``).
+    touch is then committed at once, whatever the request does next (see
+    ``app_db.fastpath``). With a read replica, the lookup goes there, and the primary is asked
+    only when a touch is due or the replica has not seen the session yet.
     """
     if not is_well_formed(token):
         return None
     policy = settings or default_settings()
-    row = await fastpath.fetchrow(
-        db,
-        VALIDATE_SQL,
-        hash_token(token),
-        policy.idle_timeout,
-        policy.max_lifetime,
-        policy.touch_interval,
-    )
+    token_hash = hash_token(token)
+    row = None
+    if fastpath.reads_from_replica(db):
+        row = await fastpath.fetchrow(
+            db, LOOKUP_SQL, token_hash, policy.touch_interval, read_only=True
+        )
+    if row is None or row["touch_due"]:
+        # No replica, a touch to write, or a session too new for the replica to have it yet.
+        row = await fastpath.fetchrow(
+            db,
+            VALIDATE_SQL,
+            token_hash,
+            policy.idle_timeout,
+            policy.max_lifetime,
+            policy.touch_interval,
+        )
     if row is None:
         return None
     session_values = _session_values(row)

