@@ -15,7 +15,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, text
 
 from app_db import sessions
-from app_db.engine import create_engine, create_sessionmaker
+from app_db.engine import create_engine, create_sessionmaker, dispose
 from app_db.errors import ConfigurationError
 from app_db.migrations import head_revision, upgrade
 from app_db.settings import Settings, load_settings
@@ -62,7 +62,7 @@ async def _inspect(settings: Settings) -> tuple[str, str | None]:
 
             return version, await connection.run_sync(current)
     finally:
-        await engine.dispose()
+        await dispose(engine)
 
 
 def check_command(_: argparse.Namespace) -> int:
@@ -102,7 +102,7 @@ async def _purge(settings: Settings, batch_size: int) -> int:
             if deleted < batch_size:
                 return total
     finally:
-        await engine.dispose()
+        await dispose(engine)
 
 
 def purge_command(args: argparse.Namespace) -> int:

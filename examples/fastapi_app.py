@@ -35,6 +35,7 @@ from app_db import (
     transaction,
     users,
 )
+from app_db.engine import dispose
 from app_db.models import (
     CustomerCreate,
     CustomerRead,
@@ -208,7 +209,7 @@ def create_app(sessionmaker: async_sessionmaker[AsyncSession] | None = None) -> 
         try:
             yield
         finally:
-            await engine.dispose()
+            await dispose(engine)
 
     app = FastAPI(title="app_db example", lifespan=lifespan)
     if sessionmaker is not None:

