@@ -9,12 +9,9 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 from sqlalchemy.engine import URL
 
-from app_db.engine import create_engine
-from app_db.migrations import upgrade_connection
 from app_db.models.types import uuid7
 from app_db.passwords import HASHER
 from app_db.settings import SessionSettings
-from app_db.testing.plugin import settings_for
 from app_db.testing.server import TestServer
 from app_db.tokens import hash_token, new_token
 
@@ -42,14 +39,7 @@ def plain_dsn(url: URL) -> str:
 
 
 async def create_database(server: TestServer) -> URL:
-    url = await server.create_database("bench_")
-    engine = create_engine(settings_for(url), pool_size=1, max_overflow=0)
-    try:
-        async with engine.begin() as connection:
-            await connection.run_sync(upgrade_connection)
-    finally:
-        await engine.dispose()
-    return url
+    return await server.create_migrated_database("bench_")
 
 
 async def seed(url: URL, *, users: int, customers: int) -> Seed:

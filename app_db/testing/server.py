@@ -9,6 +9,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from app_db.migrations import upgrade_connection
 from app_db.settings import ASYNC_DRIVER
 from app_db.testing.embedded import EmbeddedCluster, load_wheel
 
@@ -50,6 +51,16 @@ class TestServer:
         await self._run(f'CREATE DATABASE "{name}"')
         return self.admin_url.set(database=name)
 
+    async def create_migrated_database(self, label: str = "") -> URL:
+        """Create a database as ``create_database`` does and migrate it to head with Alembic."""
+        url = await self.create_database(label)
+        try:
+            await migrate(url)
+        except BaseException:
+            await self.drop_database(url)
+            raise
+        return url
+
     async def drop_database(self, url: URL) -> None:
         """Drop a database that ``create_database`` made, closing its open connections."""
         name = url.database
@@ -66,6 +77,16 @@ class TestServer:
                 await connection.execute(text(statement))
         finally:
             await engine.dispose()
+
+
+async def migrate(url: URL) -> None:
+    """Upgrade the database at ``url`` to head through the one Alembic revision."""
+    engine = create_async_engine(url, poolclass=pool.NullPool)
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(upgrade_connection)
+    finally:
+        await engine.dispose()
 
 
 def find_test_server() -> TestServer:
