@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.pool import NullPool
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -37,6 +38,9 @@ def create_engine(settings: Settings | None = None, **engine_options: Any) -> As
         "execution_options": {DRIVER_READS: not settings.database_pgbouncer},
     }
     options.update(engine_options)
+    if options.get("poolclass") is NullPool:
+        for queue_only in ("pool_size", "max_overflow", "pool_timeout"):
+            options.pop(queue_only, None)
     engine = create_async_engine(settings.sqlalchemy_url(), **options)
     event.listen(engine.sync_engine.pool, "checkout", _refuse_closed_connection)
     read_settings = settings.read_settings()

@@ -3,6 +3,7 @@
 import pytest
 from pydantic import SecretStr
 from sqlalchemy import func, text
+from sqlalchemy.pool import NullPool
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -84,3 +85,14 @@ async def test_transaction_rolls_back_on_error(
         await failing_handler()
 
     assert await count_customers(db_session, "rolled back") == 0
+
+
+async def test_null_pool_can_be_chosen() -> None:
+    engine = create_engine(
+        settings(database_url=SecretStr("postgresql://app@127.0.0.1:1/nowhere")),
+        poolclass=NullPool,
+    )
+    try:
+        assert isinstance(engine.pool, NullPool)
+    finally:
+        await engine.dispose()
