@@ -3,8 +3,8 @@
 import pytest
 from pydantic import SecretStr
 from sqlalchemy import func, text
-from sqlalchemy.pool import NullPool
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy.pool import NullPool
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
