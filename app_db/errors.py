@@ -5,9 +5,8 @@ on the metadata makes these names exact), never by parsing message text.
 """
 
 import functools
-from collections.abc import Callable, Coroutine, Iterator
-from contextlib import contextmanager
-from typing import Any, ParamSpec, TypeVar
+from collections.abc import Callable, Coroutine
+from typing import Any, Literal, ParamSpec, TypeVar
 
 import asyncpg
 from pydantic import ValidationError
@@ -190,16 +189,29 @@ def typed_error(error: BaseException) -> AppDBError | None:  # noqa: PLR0911 - o
     return None
 
 
-@contextmanager
-def translated_errors() -> Iterator[None]:
+class _Translated:
+    """Context manager that re-raises expected database failures as app_db's typed errors."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, error: BaseException | None, trace: object) -> Literal[False]:
+        if error is None or not isinstance(error, _TRANSLATED) or isinstance(error, AppDBError):
+            return False
+        typed = typed_error(error)
+        if typed is None:
+            return False
+        raise typed from error
+
+
+_TRANSLATED_ERRORS = _Translated()
+
+
+def translated_errors() -> _Translated:
     """Turn expected database failures raised inside the block into app_db's typed errors."""
-    try:
-        yield
-    except _TRANSLATED as exc:
-        typed = typed_error(exc)
-        if typed is None or isinstance(exc, AppDBError):
-            raise
-        raise typed from exc
+    return _TRANSLATED_ERRORS
 
 
 def typed_errors(
@@ -209,7 +221,14 @@ def typed_errors(
 
     @functools.wraps(function)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        with translated_errors():
+        try:
             return await function(*args, **kwargs)
+        except _TRANSLATED as error:
+            if isinstance(error, AppDBError):
+                raise
+            typed = typed_error(error)
+            if typed is None:
+                raise
+            raise typed from error
 
     return wrapper

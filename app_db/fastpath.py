@@ -11,9 +11,8 @@ statement: it costs no BEGIN round trip and it sees all committed data.
 """
 
 import asyncio
-import contextlib
 import weakref
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from functools import cache
 from typing import Any, Protocol, TypeVar
 
@@ -64,7 +63,7 @@ async def fetch(
         await db.flush()
     bind = db.bind
     if isinstance(bind, AsyncEngine) and not _holds_connection(db) and _read_committed(bind):
-        if read_only:
+        if read_only and READ_ENGINES:
             bind = READ_ENGINES.get(bind.sync_engine, bind)
         if not bind.sync_engine.get_execution_options().get(DRIVER_READS, True):
             async with bind.connect() as borrowed:
@@ -122,36 +121,61 @@ async def _through_sqlalchemy(
     return list(result.mappings())
 
 
-_turns: "weakref.WeakKeyDictionary[Engine, dict[asyncio.AbstractEventLoop, asyncio.Semaphore]]"
-_turns = weakref.WeakKeyDictionary()
-
-
-@contextlib.asynccontextmanager
-async def _fair_turn(engine: AsyncEngine) -> AsyncIterator[None]:
+class _Turn:
     """Queue borrowers first come, first served, at most as many as the pool holds.
 
     SQLAlchemy's pool lets a newcomer take a connection that a waiting task was about to get,
     which under load leaves some requests waiting far longer than the rest (the p99 latency).
-    The wait is bounded by the pool's own timeout.
+    A wait is bounded by the pool's own timeout.
     """
+
+    __slots__ = ("_semaphore", "_timeout")
+
+    def __init__(self, slots: int, timeout: float) -> None:
+        self._semaphore = asyncio.Semaphore(slots)
+        self._timeout = timeout
+
+    async def __aenter__(self) -> None:
+        if not self._semaphore.locked():
+            await self._semaphore.acquire()  # a free turn: no timer to arm and cancel
+            return
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._semaphore.acquire()
+        except TimeoutError:
+            message = "no pooled connection became free within the pool timeout"
+            raise PoolTimeoutError(message) from None
+
+    async def __aexit__(self, *_: object) -> None:
+        self._semaphore.release()
+
+
+class _NoTurn:
+    __slots__ = ()
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *_: object) -> None:
+        return None
+
+
+_NO_TURN = _NoTurn()
+_turns: "weakref.WeakKeyDictionary[Engine, dict[asyncio.AbstractEventLoop, _Turn]]"
+_turns = weakref.WeakKeyDictionary()
+
+
+def _fair_turn(engine: AsyncEngine) -> _Turn | _NoTurn:
     pool = engine.sync_engine.pool
     if not isinstance(pool, QueuePool):
-        yield
-        return
-    loop = asyncio.get_running_loop()
+        return _NO_TURN
     per_loop = _turns.setdefault(engine.sync_engine, {})
+    loop = asyncio.get_running_loop()
     turn = per_loop.get(loop)
     if turn is None:
-        turn = per_loop[loop] = asyncio.Semaphore(pool.size() + max(pool._max_overflow, 0))
-    try:
-        async with asyncio.timeout(pool.timeout()):
-            await turn.acquire()
-    except TimeoutError:
-        raise PoolTimeoutError("no pooled connection became free within the pool timeout") from None
-    try:
-        yield
-    finally:
-        turn.release()
+        slots = pool.size() + max(pool._max_overflow, 0)
+        turn = per_loop[loop] = _Turn(slots, pool.timeout())
+    return turn
 
 
 def _holds_connection(db: AsyncSession) -> bool:
