@@ -33,13 +33,20 @@ def settings(url: URL, **values: Any) -> Settings:
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def own_database(app_db_server: TestServer) -> AsyncIterator[URL]:
-    """A migrated database for one test that must commit; dropped afterwards."""
-    url = await app_db_server.create_migrated_database("own_")
+async def empty_database(app_db_server: TestServer) -> AsyncIterator[URL]:
+    """An empty database (no migration) for one test; dropped afterwards."""
+    url = await app_db_server.create_database("empty_")
     try:
         yield url
     finally:
         await app_db_server.drop_database(url)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def own_database(empty_database: URL) -> URL:
+    """A migrated database for one test that must commit; dropped afterwards."""
+    await migrate(empty_database)
+    return empty_database
 
 
 @pytest_asyncio.fixture(loop_scope="session")

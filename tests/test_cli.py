@@ -5,16 +5,13 @@ import os
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest_asyncio
 from sqlalchemy import text
 from sqlalchemy.engine import URL
 
 from app_db.engine import create_engine
 from app_db.testing.plugin import settings_for
-from app_db.testing.server import TestServer
 
 PASSWORD_MARK = "pw-must-not-show"
 DATABASE_VARIABLES = ("DATABASE_URL", "POSTGRES_HOST", "POSTGRES_USER", "POSTGRES_DB")
@@ -48,15 +45,6 @@ async def app_db(*args: str, env: dict[str, str], cwd: Path | None = None) -> tu
     return process.returncode, out.decode()
 
 
-@pytest_asyncio.fixture(loop_scope="session")
-async def scratch(app_db_server: TestServer) -> AsyncIterator[URL]:
-    url = await app_db_server.create_database("cli_")
-    try:
-        yield url
-    finally:
-        await app_db_server.drop_database(url)
-
-
 async def schema_fingerprint(url: URL) -> list[tuple[object, ...]]:
     engine = create_engine(settings_for(url), pool_size=1, max_overflow=0)
     try:
@@ -73,16 +61,16 @@ async def schema_fingerprint(url: URL) -> list[tuple[object, ...]]:
         await engine.dispose()
 
 
-async def test_migrate_builds_a_fresh_database_and_is_idempotent(scratch: URL) -> None:
-    env = environment(DATABASE_URL=with_password(scratch))
+async def test_migrate_builds_a_fresh_database_and_is_idempotent(empty_database: URL) -> None:
+    env = environment(DATABASE_URL=with_password(empty_database))
 
     code, out = await app_db("migrate", env=env)
     assert code == 0, out
-    first = await schema_fingerprint(scratch)
+    first = await schema_fingerprint(empty_database)
     code, out = await app_db("migrate", env=env)
     assert code == 0, out
 
-    assert await schema_fingerprint(scratch) == first
+    assert await schema_fingerprint(empty_database) == first
     assert ("version", "0001") in first
     assert "is at head (0001)" in out
     assert PASSWORD_MARK not in out
@@ -99,8 +87,8 @@ async def test_check_reports_head_pool_and_no_password(app_db_database: URL) -> 
     assert PASSWORD_MARK not in out
 
 
-async def test_check_fails_behind_head(scratch: URL) -> None:
-    code, out = await app_db("check", env=environment(DATABASE_URL=with_password(scratch)))
+async def test_check_fails_behind_head(empty_database: URL) -> None:
+    code, out = await app_db("check", env=environment(DATABASE_URL=with_password(empty_database)))
 
     assert code == 1
     assert "behind head" in out
@@ -133,10 +121,10 @@ async def test_without_configuration_it_fails_with_the_settings_error(tmp_path: 
     assert "set DATABASE_URL, or POSTGRES_HOST" in out
 
 
-async def test_purge_sessions_deletes_expired_ones(scratch: URL) -> None:
-    env = environment(DATABASE_URL=with_password(scratch))
+async def test_purge_sessions_deletes_expired_ones(empty_database: URL) -> None:
+    env = environment(DATABASE_URL=with_password(empty_database))
     assert (await app_db("migrate", env=env))[0] == 0
-    engine = create_engine(settings_for(scratch), pool_size=1, max_overflow=0)
+    engine = create_engine(settings_for(empty_database), pool_size=1, max_overflow=0)
     try:
         async with engine.begin() as connection:
             await connection.execute(
