@@ -36,22 +36,14 @@ def openssl(*args: str, cwd: Path) -> None:
 
 
 def make_ca(folder: Path, name: str) -> None:
+    """A CA that strict verifiers (Python 3.13's default) accept: CA and key-usage extensions."""
     openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        f"{name}.key",
-        "-out",
-        f"{name}.crt",
-        "-days",
-        "2",
-        "-subj",
-        f"/CN=app_db test {name}",
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key",
+        "-out", f"{name}.crt", "-days", "2", "-subj", f"/CN=app_db test {name}",
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
         cwd=folder,
-    )
+    )  # fmt: skip
 
 
 def make_server_cert(folder: Path) -> None:
@@ -70,7 +62,14 @@ def make_server_cert(folder: Path) -> None:
         "/CN=localhost",
         cwd=folder,
     )
-    (folder / "san.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    (folder / "san.ext").write_text(
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n"
+        "basicConstraints=critical,CA:FALSE\n"
+        "keyUsage=critical,digitalSignature,keyEncipherment\n"
+        "extendedKeyUsage=serverAuth\n"
+        "authorityKeyIdentifier=keyid,issuer\n"
+        "subjectKeyIdentifier=hash\n"
+    )
     openssl(
         "x509",
         "-req",
