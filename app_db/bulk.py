@@ -8,7 +8,7 @@ import asyncpg
 from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app_db.errors import InvalidInputError, error_for_constraint, typed_errors, violated_constraint
+from app_db.errors import InvalidInputError, typed_errors
 from app_db.models import CustomerCreate
 from app_db.models.types import uuid7
 from app_db.validation import validated
@@ -94,12 +94,9 @@ async def _copy(
     driver: asyncpg.Connection,
     records: Iterable[tuple[Any, ...]] | AsyncIterable[tuple[Any, ...]],
 ) -> int:
-    """Stream one chunk through COPY while it is being validated; return how many rows went."""
-    try:
-        status = await driver.copy_records_to_table("customers", records=records, columns=_COLUMNS)
-    except asyncpg.IntegrityConstraintViolationError as exc:
-        typed = error_for_constraint(violated_constraint(exc))
-        if typed is None:
-            raise
-        raise typed from exc
+    """Stream one chunk through COPY while it is being validated; return how many rows went.
+
+    A refusal by the database (a constraint) is typed by ``bulk_import``'s ``typed_errors``.
+    """
+    status = await driver.copy_records_to_table("customers", records=records, columns=_COLUMNS)
     return int(status.rpartition(" ")[2])

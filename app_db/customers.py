@@ -12,7 +12,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_db import fastpath
 from app_db.bulk import bulk_import
-from app_db.errors import InvalidInputError, NotFoundError, translated_errors, typed_errors
+from app_db.errors import InvalidInputError, NotFoundError, typed_errors
 from app_db.models import Customer, CustomerCreate, CustomerUpdate
 from app_db.models.types import postgres_text
 from app_db.pagination import Page, decode_cursor, encode_cursor
@@ -21,7 +21,7 @@ from app_db.validation import validated
 MAX_PAGE_SIZE = 500
 MAX_SEARCH_LENGTH = 200
 _NOT_NULL = ("name",)
-_NAMES = tuple(c.name for c in Customer.__table__.columns)  # type: ignore[attr-defined]
+_NAMES = fastpath.column_names(Customer)
 _SELECT = f"SELECT {', '.join(_NAMES)} FROM customers"  # noqa: S608
 
 __all__ = ["MAX_PAGE_SIZE", "bulk_import", "create", "delete", "get", "list", "update"]
@@ -31,9 +31,8 @@ __all__ = ["MAX_PAGE_SIZE", "bulk_import", "create", "delete", "get", "list", "u
 async def create(db: AsyncSession, data: CustomerCreate) -> Customer:
     """Create a customer; an unknown ``owner_id`` raises ``InvalidInputError``."""
     customer = Customer.model_validate(validated(CustomerCreate, data))
-    with translated_errors():
-        db.add(customer)
-        await db.flush()
+    db.add(customer)
+    await db.flush()
     return customer
 
 
@@ -54,8 +53,7 @@ async def update(db: AsyncSession, customer_id: uuid.UUID, data: CustomerUpdate)
     if customer is None:
         raise NotFoundError("customer", customer_id)
     customer.sqlmodel_update(changes)
-    with translated_errors():
-        await db.flush()
+    await db.flush()
     return customer
 
 

@@ -221,14 +221,7 @@ def typed_errors(
 
     @functools.wraps(function)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
+        with _TRANSLATED_ERRORS:
             return await function(*args, **kwargs)
-        except _TRANSLATED as error:
-            if isinstance(error, AppDBError):
-                raise
-            typed = typed_error(error)
-            if typed is None:
-                raise
-            raise typed from error
 
     return wrapper

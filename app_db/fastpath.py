@@ -227,7 +227,7 @@ def load_many(db: AsyncSession, model: type[M], rows: Sequence[Row]) -> list[M]:
     identity_map = db.sync_session.identity_map
     manager = _manager(model)
     primary_key = _primary_key(model)
-    names = set(_column_names(model))
+    names = set(column_names(model))
     loaded: list[M] = []
     for row in rows:
         values = dict(row.items())
@@ -260,8 +260,9 @@ def _manager(model: type[SQLModel]) -> ClassManager[Any]:
 
 
 @cache
-def _column_names(model: type[SQLModel]) -> tuple[str, ...]:
-    return tuple(str(column.key) for column in class_mapper(model).columns)
+def column_names(model: type[SQLModel]) -> tuple[str, ...]:
+    """Return the model's column names, in table order."""
+    return tuple(str(column.key) for column in class_mapper(model, configure=False).columns)
 
 
 @cache

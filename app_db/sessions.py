@@ -10,21 +10,13 @@ from datetime import timedelta
 from functools import cache
 
 from pydantic import TypeAdapter
-from sqlalchemy import (
-    and_,
-    delete,
-    exists,
-    func,
-    update,
-)
-from sqlalchemy import (
-    select as sa_select,
-)
+from sqlalchemy import ColumnElement, and_, delete, exists, func, update
+from sqlalchemy import select as sa_select
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_db import fastpath
-from app_db.errors import InvalidInputError, translated_errors, typed_errors
+from app_db.errors import InvalidInputError, typed_errors
 from app_db.models import Session, User
 from app_db.models.session import USER_AGENT_MAX_LENGTH, IPAddress
 from app_db.models.types import uuid7
@@ -43,7 +35,7 @@ def default_settings() -> SessionSettings:
     return load_session_settings()
 
 
-def _live(token_hash: bytes):  # type: ignore[no-untyped-def]
+def _live(token_hash: bytes) -> ColumnElement[bool]:
     return and_(
         col(Session.token_hash) == token_hash,
         col(Session.revoked_at).is_(None),
@@ -73,25 +65,24 @@ async def issue(
     token = new_token()
     address = validated_value(_IP, ip, field="ip")
     connection = await db.connection()
-    with translated_errors():
-        result = await connection.exec_driver_sql(
-            ISSUE_SQL,
-            (
-                uuid7(),
-                user_id,
-                hash_token(token),
-                None if address is None else ipaddress.ip_address(address),
-                _clean_user_agent(user_agent),
-                min(lifetime, policy.max_lifetime),
-            ),
-        )
+    result = await connection.exec_driver_sql(
+        ISSUE_SQL,
+        (
+            uuid7(),
+            user_id,
+            hash_token(token),
+            None if address is None else ipaddress.ip_address(address),
+            _clean_user_agent(user_agent),
+            min(lifetime, policy.max_lifetime),
+        ),
+    )
     session = fastpath.load(db, Session, _session_values(result.mappings().one()))
     db.add(session)  # persistent already: joins the session's identity map, no INSERT
     return token, session
 
 
-_SESSION_NAMES = tuple(c.name for c in Session.__table__.columns)  # type: ignore[attr-defined]
-_USER_NAMES = tuple(c.name for c in User.__table__.columns)  # type: ignore[attr-defined]
+_SESSION_NAMES = fastpath.column_names(Session)
+_USER_NAMES = fastpath.column_names(User)
 _TOUCHED = ("expires_at", "last_seen_at")
 
 

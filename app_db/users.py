@@ -9,7 +9,7 @@ from pydantic import SecretStr, TypeAdapter
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_db import fastpath, sessions
-from app_db.errors import InvalidInputError, NotFoundError, translated_errors, typed_errors
+from app_db.errors import InvalidInputError, NotFoundError, typed_errors
 from app_db.models import User, UserCreate, UserUpdate
 from app_db.models.types import EMAIL_MAX_LENGTH, normalize_email
 from app_db.models.user import Password
@@ -17,7 +17,7 @@ from app_db.passwords import burn_verification, hash_password, needs_rehash, ver
 from app_db.validation import validated, validated_value
 
 _PASSWORD = TypeAdapter(Password)
-_USER_NAMES = tuple(c.name for c in User.__table__.columns)  # type: ignore[attr-defined]
+_USER_NAMES = fastpath.column_names(User)
 _BY_EMAIL_SQL = f"SELECT {', '.join(_USER_NAMES)} FROM users WHERE lower(email) = lower($1)"  # noqa: S608
 
 
@@ -31,9 +31,8 @@ async def create(db: AsyncSession, data: UserCreate) -> User:
     data = validated(UserCreate, data)
     password_hash = await hash_password(data.password.get_secret_value())
     user = User.model_validate(data, update={"password_hash": password_hash})
-    with translated_errors():
-        async with db.begin_nested():
-            db.add(user)
+    async with db.begin_nested():
+        db.add(user)
     return user
 
 
@@ -100,9 +99,8 @@ async def update(db: AsyncSession, user_id: uuid.UUID, data: UserUpdate) -> User
     if "email" in changes and changes["email"] is None:
         raise InvalidInputError("email cannot be removed", field="email")
     user = await _require(db, user_id)
-    with translated_errors():
-        async with db.begin_nested():
-            user.sqlmodel_update(changes)
+    async with db.begin_nested():
+        user.sqlmodel_update(changes)
     return user
 
 
