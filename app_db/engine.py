@@ -10,9 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlalchemy.pool import NullPool
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app_db import fastpath
+from app_db import replica
 from app_db.errors import translated_errors
-from app_db.fastpath import DRIVER_READS
+from app_db.fastpath import DRIVER_READS, TURN_SLOTS
 from app_db.settings import Settings, load_settings
 
 
@@ -41,25 +41,32 @@ def create_engine(settings: Settings | None = None, **engine_options: Any) -> As
     if options.get("poolclass") is NullPool:
         for queue_only in ("pool_size", "max_overflow", "pool_timeout"):
             options.pop(queue_only, None)
+    elif options["max_overflow"] >= 0:  # a cap on connections: borrowers queue for them fairly
+        cap = options["pool_size"] + options["max_overflow"]
+        options["execution_options"] = {**options["execution_options"], TURN_SLOTS: cap}
     engine = create_async_engine(settings.sqlalchemy_url(), **options)
     event.listen(engine.sync_engine.pool, "checkout", _refuse_closed_connection)
     read_settings = settings.read_settings()
     if read_settings is not None:
-        replica = create_engine(read_settings, **engine_options)
-        fastpath.READ_ENGINES[engine.sync_engine] = replica
+        replica.register(
+            engine,
+            create_engine(read_settings, **engine_options),
+            retry_interval=settings.database_read_retry_interval,
+        )
     return engine
 
 
 def read_engine(engine: AsyncEngine) -> AsyncEngine | None:
     """Return the read-replica engine that ``create_engine`` made beside ``engine``, if any."""
-    return fastpath.READ_ENGINES.get(engine.sync_engine)
+    found = replica.replica_of(engine)
+    return None if found is None else found.engine
 
 
 async def dispose(engine: AsyncEngine) -> None:
     """Close the pooled connections of ``engine`` and of its read replica engine."""
-    replica = fastpath.READ_ENGINES.pop(engine.sync_engine, None)
-    if replica is not None:
-        await replica.dispose()
+    replica_engine = replica.unregister(engine)
+    if replica_engine is not None:
+        await replica_engine.dispose()
     await engine.dispose()
 
 

@@ -23,15 +23,17 @@ from sqlalchemy.orm import class_mapper
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.instrumentation import ClassManager
 from sqlalchemy.orm.state import InstanceState
-from sqlalchemy.pool import QueuePool
+from sqlalchemy.pool import PoolProxiedConnection, QueuePool
 from sqlalchemy.util import greenlet_spawn
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_db.errors import DISCONNECTS as _DISCONNECTS
-from app_db.errors import PoolTimeoutError
+from app_db.errors import DatabaseUnavailableError, PoolTimeoutError, typed_error
+from app_db.replica import replica_of
 
 DRIVER_READS = "app_db_driver_reads"
+TURN_SLOTS = "app_db_turn_slots"
 
 M = TypeVar("M", bound=SQLModel)
 
@@ -42,10 +44,6 @@ class Row(Protocol):
     def __getitem__(self, key: str, /) -> Any: ...
 
     def items(self) -> Iterable[tuple[Any, Any]]: ...
-
-
-READ_ENGINES: "weakref.WeakKeyDictionary[Engine, AsyncEngine]" = weakref.WeakKeyDictionary()
-"""Read-replica engines, keyed by their primary (``DATABASE_READ_URL``, see ``create_engine``)."""
 
 
 async def fetch(
@@ -63,12 +61,18 @@ async def fetch(
         await db.flush()
     bind = db.bind
     if isinstance(bind, AsyncEngine) and not _holds_connection(db) and _read_committed(bind):
-        if read_only and READ_ENGINES:
-            bind = READ_ENGINES.get(bind.sync_engine, bind)
-        if not bind.sync_engine.get_execution_options().get(DRIVER_READS, True):
-            async with bind.connect() as borrowed:
-                return await _through_sqlalchemy(borrowed, sql, args)
-        return await _borrowed(bind, sql, args)
+        replica = replica_of(bind) if read_only else None
+        if replica is not None and replica.usable:
+            try:
+                rows = await _on_engine(replica.engine, sql, args)
+            except Exception as exc:
+                if not isinstance(typed_error(exc), DatabaseUnavailableError):
+                    raise
+                replica.failed(exc)  # the read goes to the primary below
+            else:
+                replica.answered()
+                return rows
+        return await _on_engine(bind, sql, args)
     connection = await db.connection()
     sync = connection.sync_connection
     assert sync is not None
@@ -80,6 +84,13 @@ async def fetch(
     except _DISCONNECTS as exc:
         await connection.invalidate(exc)
         raise
+
+
+async def _on_engine(engine: AsyncEngine, sql: str, args: tuple[object, ...]) -> Sequence[Row]:
+    if not engine.sync_engine.get_execution_options().get(DRIVER_READS, True):
+        async with engine.connect() as borrowed:
+            return await _through_sqlalchemy(borrowed, sql, args)
+    return await _borrowed(engine, sql, args)
 
 
 async def _borrowed(engine: AsyncEngine, sql: str, args: tuple[object, ...]) -> Sequence[Row]:
@@ -99,11 +110,25 @@ async def _borrowed(engine: AsyncEngine, sql: str, args: tuple[object, ...]) -> 
                     raise
                 continue
             except BaseException:
-                pooled.close()
+                await _give_back(engine, pooled)
                 raise
-            pooled.close()  # nothing began on it, so giving it back needs no round trip
+            await _give_back(engine, pooled)
             return rows
     raise AssertionError("unreachable")
+
+
+async def _give_back(engine: AsyncEngine, pooled: PoolProxiedConnection) -> None:
+    """Return a borrowed connection to the pool, in a greenlet when the pool must close it.
+
+    Nothing began on the connection, so its reset costs no round trip. A pool with a free slot
+    keeps it at no cost; a full queue (an overflow connection coming back) or a ``NullPool``
+    closes it, which awaits the driver and so needs SQLAlchemy's greenlet.
+    """
+    pool = engine.sync_engine.pool
+    if isinstance(pool, QueuePool) and pool.checkedin() < pool.size():
+        pooled.close()
+    else:
+        await greenlet_spawn(pooled.close)
 
 
 async def _on_driver(driver: Any, sql: str, args: tuple[object, ...]) -> Sequence[Row]:
@@ -161,30 +186,33 @@ class _NoTurn:
 
 
 _NO_TURN = _NoTurn()
-_turns: "weakref.WeakKeyDictionary[Engine, dict[asyncio.AbstractEventLoop, _Turn]]"
+_turns: "weakref.WeakKeyDictionary[Engine, dict[asyncio.AbstractEventLoop, _Turn | _NoTurn]]"
 _turns = weakref.WeakKeyDictionary()
 
 
 def _fair_turn(engine: AsyncEngine) -> _Turn | _NoTurn:
-    pool = engine.sync_engine.pool
-    if not isinstance(pool, QueuePool):
-        return _NO_TURN
-    per_loop = _turns.setdefault(engine.sync_engine, {})
+    per_loop = _turns.get(engine.sync_engine)
+    if per_loop is None:
+        per_loop = _turns[engine.sync_engine] = {}
     loop = asyncio.get_running_loop()
     turn = per_loop.get(loop)
     if turn is None:
-        slots = pool.size() + max(pool._max_overflow, 0)
-        turn = per_loop[loop] = _Turn(slots, pool.timeout())
+        turn = per_loop[loop] = _new_turn(engine)
     return turn
 
 
+def _new_turn(engine: AsyncEngine) -> _Turn | _NoTurn:
+    """Size the queue by the connection cap ``create_engine`` recorded; none for other pools."""
+    pool = engine.sync_engine.pool
+    slots = engine.sync_engine.get_execution_options().get(TURN_SLOTS)
+    if not isinstance(pool, QueuePool) or not isinstance(slots, int):
+        return _NO_TURN
+    return _Turn(slots, pool.timeout())
+
+
 def _holds_connection(db: AsyncSession) -> bool:
-    transaction = db.sync_session.get_transaction()
-    if transaction is None:
-        return False
-    while transaction.parent is not None:
-        transaction = transaction.parent
-    return bool(getattr(transaction, "_connections", True))
+    transaction = db.sync_session.get_transaction()  # the root transaction, if one began
+    return transaction is not None and bool(transaction.connections)
 
 
 def _read_committed(engine: AsyncEngine) -> bool:
@@ -195,9 +223,12 @@ def _read_committed(engine: AsyncEngine) -> bool:
 def reads_from_replica(db: AsyncSession) -> bool:
     """Return whether a ``read_only`` statement of this session would go to a read replica."""
     bind = db.bind
+    if not isinstance(bind, AsyncEngine):
+        return False
+    replica = replica_of(bind)
     return (
-        isinstance(bind, AsyncEngine)
-        and bind.sync_engine in READ_ENGINES
+        replica is not None
+        and replica.usable
         and not (db.new or db.dirty or db.deleted)
         and not _holds_connection(db)
     )

@@ -1,4 +1,8 @@
-"""A readiness probe: one ``SELECT 1`` under a short timeout, with the pool's statistics."""
+"""A readiness probe: one ``SELECT 1`` under a short timeout, with the pool's statistics.
+
+With a read replica (``DATABASE_READ_URL``), the replica is probed too and reported on its own:
+the primary alone decides ``ok``, since reads fall back to it while the replica is down.
+"""
 
 import asyncio
 import time
@@ -7,6 +11,19 @@ from dataclasses import dataclass
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import QueuePool
+
+from app_db.replica import replica_of
+
+
+@dataclass(frozen=True)
+class ReplicaHealth:
+    """The replica's answer; ``reads_on_primary`` is true while reads fall back to the primary."""
+
+    ok: bool
+    latency_ms: float
+    reads_on_primary: bool
+    fallbacks: int
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -19,10 +36,39 @@ class Health:
     checked_out: int | None
     overflow: int | None
     error: str | None = None
+    replica: ReplicaHealth | None = None
 
 
 async def check(bind: AsyncEngine | AsyncConnection, *, timeout: float = 2.0) -> Health:  # noqa: ASYNC109
     """Run ``SELECT 1`` within ``timeout`` seconds and report how the pool is doing."""
+    latency_ms, error = await _probe(bind, timeout)
+    engine = bind if isinstance(bind, AsyncEngine) else bind.engine
+    replica = replica_of(engine)
+    replica_health = None
+    if replica is not None:
+        replica_ms, replica_error = await _probe(replica.engine, timeout)
+        replica_health = ReplicaHealth(
+            ok=replica_error is None,
+            latency_ms=replica_ms,
+            reads_on_primary=replica.down_since is not None,
+            fallbacks=replica.fallbacks,
+            error=replica_error,
+        )
+    pool = engine.sync_engine.pool
+    if not isinstance(pool, QueuePool):
+        return Health(error is None, latency_ms, None, None, None, error, replica_health)
+    return Health(
+        error is None,
+        latency_ms,
+        pool.size(),
+        pool.checkedout(),
+        pool.overflow(),
+        error,
+        replica_health,
+    )
+
+
+async def _probe(bind: AsyncEngine | AsyncConnection, timeout: float) -> tuple[float, str | None]:  # noqa: ASYNC109
     started = time.perf_counter()
     error = None
     try:
@@ -36,8 +82,4 @@ async def check(bind: AsyncEngine | AsyncConnection, *, timeout: float = 2.0) ->
         error = f"no answer within {timeout:g} s"
     except Exception as exc:
         error = type(exc).__name__
-    pool = bind.sync_engine.pool if isinstance(bind, AsyncEngine) else bind.engine.sync_engine.pool
-    latency_ms = round((time.perf_counter() - started) * 1000, 2)
-    if not isinstance(pool, QueuePool):
-        return Health(error is None, latency_ms, None, None, None, error)
-    return Health(error is None, latency_ms, pool.size(), pool.checkedout(), pool.overflow(), error)
+    return round((time.perf_counter() - started) * 1000, 2), error

@@ -56,6 +56,7 @@ class Settings(BaseSettings):
     database_sslrootcert: FilePath | None = None
     database_echo: bool = False
     database_pgbouncer: bool = False
+    database_read_retry_interval: float = Field(default=10.0, gt=0)
 
     @model_validator(mode="after")
     def _require_a_database(self) -> "Settings":

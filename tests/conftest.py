@@ -1,7 +1,8 @@
 """Shared test helpers; the database fixtures come from the app_db pytest plugin."""
 
 import asyncio
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,25 @@ from app_db.testing.embedded import EmbeddedCluster, load_wheel
 from app_db.testing.server import TestServer, migrate
 
 DATABASE_VARIABLES = tuple(name.upper() for name in Settings.model_fields)
+WATCHED_LOGGERS = ("sqlalchemy", "asyncpg", "app_db")
+
+
+def _watched(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING and record.name.split(".")[0] in WATCHED_LOGGERS
+
+
+@pytest.fixture(autouse=True)
+def no_warning_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """Fail the test on any log record at WARNING or above from the database stack.
+
+    A test that expects such a record asserts on it and then calls ``caplog.clear()``.
+    """
+    yield
+    phases = ("setup", "call", "teardown")
+    found = [r for phase in phases for r in caplog.get_records(phase) if _watched(r)]
+    if found:
+        lines = "\n".join(f"{r.levelname} {r.name}: {r.getMessage()}" for r in found[:5])
+        pytest.fail(f"{len(found)} log record(s) at WARNING or above:\n{lines}", pytrace=False)
 
 
 @pytest.fixture

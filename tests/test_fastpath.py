@@ -133,3 +133,35 @@ async def test_pending_objects_make_a_fresh_session_use_its_own_connection(
         assert [c.name for c in page.items] == [name]
         assert _holds_connection(db)
         await db.rollback()
+
+
+async def test_a_fresh_session_validates_without_a_sqlalchemy_connection(
+    own_database: URL,
+) -> None:
+    """The fast path is really taken: one pool checkout, and no ``Connection`` object at all."""
+    engine = create_engine(settings_for(own_database))
+    maker = create_sessionmaker(engine)
+    async with maker() as db:
+        user = await make_user(db)
+        token, _ = await sessions.issue(db, user.id)
+        await db.commit()
+    connections: list[object] = []
+    checkouts: list[object] = []
+
+    def on_connect(connection: object) -> None:
+        connections.append(connection)
+
+    def on_checkout(*args: object) -> None:
+        checkouts.append(args[0])
+
+    event.listen(engine.sync_engine, "engine_connect", on_connect)
+    event.listen(engine.sync_engine.pool, "checkout", on_checkout)
+    try:
+        async with maker() as db:
+            found = await sessions.validate(db, token)
+            assert not _holds_connection(db)
+    finally:
+        await engine.dispose()
+    assert found is not None
+    assert connections == []
+    assert len(checkouts) == 1
