@@ -5,28 +5,34 @@ Run it against the database that DATABASE_URL (or the POSTGRES_* parts) names:
     uv run alembic upgrade head
     uv run uvicorn examples.fastapi_app:app
 
-The interactive API docs are then at http://127.0.0.1:8000/docs.
+The interactive API docs are then at http://127.0.0.1:8000/docs. Its limits come from
+``EXAMPLE_*`` variables (see ``ExampleSettings``).
 """
 
-import csv
-import io
+import asyncio
+import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, SecretStr
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_db import (
     ConflictError,
+    DatabaseUnavailableError,
     InvalidInputError,
     NotFoundError,
     Page,
+    PoolTimeoutError,
+    StatementTimeoutError,
     create_engine,
     create_sessionmaker,
     customers,
@@ -45,8 +51,27 @@ from app_db.models import (
     UserCreate,
     UserRead,
 )
+from examples.csv_upload import CsvError, ImportTimeout, read_customers
 
 COOKIE = "session"
+RETRY_AFTER_SECONDS = 5
+ECHO_LIMIT = 200
+MIB = 1024 * 1024
+
+
+class ExampleSettings(BaseSettings):
+    """The app's limits, each read from ``EXAMPLE_`` and the upper-case name of its field."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="EXAMPLE_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    max_body_bytes: int = Field(default=MIB, ge=0)
+    """Largest request body (413 beyond it) on every route but the CSV import."""
+    max_upload_bytes: int = Field(default=10 * MIB, ge=0)
+    """Largest CSV import request body, multipart framing included."""
+    import_timeout: float = Field(default=60.0, gt=0)
+    """Seconds a CSV import may take in all, checking and COPY; 503 beyond."""
 
 
 class Login(BaseModel):
@@ -80,6 +105,7 @@ CurrentLogin = Annotated[tuple[Session, User], Depends(current_login)]
 
 accounts = APIRouter(tags=["accounts"])
 customer_routes = APIRouter(prefix="/customers", tags=["customers"])
+uploads = APIRouter(prefix="/customers", tags=["customers"])  # with a larger body limit
 
 
 def set_session_cookie(response: Response, token: str, session: Session) -> None:
@@ -172,17 +198,25 @@ async def delete_customer(customer_id: uuid.UUID, db: Db, _: CurrentLogin) -> No
         raise NotFoundError("customer", customer_id)
 
 
-def csv_rows(upload: UploadFile) -> Iterator[dict[str, Any]]:
-    """Yield one mapping per CSV line (header: name,email,phone), empty cells as missing."""
-    text = io.TextIOWrapper(upload.file, encoding="utf-8", newline="")
-    for record in csv.DictReader(text):
-        yield {key: value for key, value in record.items() if key and value}
+@uploads.post("/import")
+async def import_customers(file: UploadFile, request: Request, db: Db, _: CurrentLogin) -> Imported:
+    """Load a CSV file (header: name,email,phone) through COPY; a bad line refuses it all (422).
 
-
-@customer_routes.post("/import")
-async def import_customers(file: UploadFile, db: Db, _: CurrentLogin) -> Imported:
-    """Load a CSV file through COPY; a bad row rejects the whole file (422, with its row)."""
-    return Imported(imported=await customers.bulk_import(db, csv_rows(file)))
+    Every row is checked in a worker thread before the COPY takes a pooled connection, so the
+    connection is held for the COPY alone. The whole import must end within the time limit.
+    """
+    limit = request.app.state.settings.import_timeout
+    deadline = time.monotonic() + limit
+    rows = await asyncio.to_thread(read_customers, file.file, deadline=deadline)
+    copy_time = asyncio.timeout(deadline - time.monotonic())
+    try:
+        async with copy_time:
+            count = await customers.bulk_import(db, (row.customer() for row in rows))
+    except TimeoutError:
+        if copy_time.expired():
+            raise ImportTimeout from None
+        raise  # PoolTimeoutError or StatementTimeoutError: their own handler
+    return Imported(imported=count)
 
 
 async def healthz(request: Request) -> JSONResponse:
@@ -191,12 +225,76 @@ async def healthz(request: Request) -> JSONResponse:
     return JSONResponse(status_code=200 if report.ok else 503, content=asdict(report))
 
 
-def error_response(status: int, error: Exception, **extra: Any) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"detail": str(error), **extra})
+def printable(value: object) -> object:
+    """Return a string short and encodable: errors never echo large or broken input."""
+    if not isinstance(value, str):
+        return value
+    short = value if len(value) <= ECHO_LIMIT else value[:ECHO_LIMIT] + "..."
+    return short.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def create_app(sessionmaker: async_sessionmaker[AsyncSession] | None = None) -> FastAPI:
-    """Build the app; without a sessionmaker it makes one from the environment at start-up."""
+def error_response(
+    status: int, error: Exception, headers: dict[str, str] | None = None, **extra: Any
+) -> JSONResponse:
+    content = {"detail": printable(str(error))} | {k: printable(v) for k, v in extra.items()}
+    return JSONResponse(status_code=status, content=content, headers=headers)
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    """Answer expected failures with their status; 503s say when to try again."""
+    retry = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
+        """Answer 422 with where and why, never the input (FastAPI's default echoes it)."""
+        detail = [
+            {
+                "type": e["type"],
+                "loc": [printable(part) for part in e["loc"]],
+                "msg": printable(e["msg"]),
+            }
+            for e in error.errors()
+        ]
+        return JSONResponse(status_code=422, content={"detail": detail})
+
+    @app.exception_handler(InvalidInputError)
+    async def invalid_input(_: Request, error: InvalidInputError) -> JSONResponse:
+        return error_response(422, error, field=error.field, row=error.position)
+
+    @app.exception_handler(CsvError)
+    async def invalid_csv(_: Request, error: CsvError) -> JSONResponse:
+        return error_response(422, error, line=error.line, row=error.row, field=error.field)
+
+    @app.exception_handler(NotFoundError)
+    async def not_found(_: Request, error: NotFoundError) -> JSONResponse:
+        return error_response(404, error)
+
+    @app.exception_handler(ConflictError)
+    async def conflict(_: Request, error: ConflictError) -> JSONResponse:
+        return error_response(409, error)
+
+    @app.exception_handler(DatabaseUnavailableError)
+    @app.exception_handler(PoolTimeoutError)
+    @app.exception_handler(StatementTimeoutError)
+    async def database_busy(_: Request, error: Exception) -> JSONResponse:
+        return error_response(503, error, headers=retry)
+
+    @app.exception_handler(ImportTimeout)
+    async def import_timeout(request: Request, _: ImportTimeout) -> JSONResponse:
+        limit = request.app.state.settings.import_timeout
+        message = f"the import did not finish within {limit:g} s; nothing was imported"
+        return JSONResponse(status_code=503, content={"detail": message}, headers=retry)
+
+
+def create_app(
+    sessionmaker: async_sessionmaker[AsyncSession] | None = None,
+    settings: ExampleSettings | None = None,
+) -> FastAPI:
+    """Build the app; without a sessionmaker it makes one from the environment at start-up.
+
+    Without ``settings`` it reads its limits from ``EXAMPLE_*`` variables.
+    """
+    settings = settings if settings is not None else ExampleSettings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -211,26 +309,16 @@ def create_app(sessionmaker: async_sessionmaker[AsyncSession] | None = None) -> 
         finally:
             await dispose(engine)
 
-    app = FastAPI(title="app_db example", lifespan=lifespan)
+    app = FastAPI(title="app_db example", lifespan=lifespan, max_body_size=settings.max_body_bytes)
+    app.state.settings = settings
     if sessionmaker is not None:
         app.state.sessionmaker = sessionmaker
         app.state.bind = sessionmaker.kw["bind"]
     app.add_api_route("/healthz", healthz, methods=["GET"], tags=["health"])
     app.include_router(accounts)
     app.include_router(customer_routes)
-
-    @app.exception_handler(InvalidInputError)
-    async def invalid_input(_: Request, error: InvalidInputError) -> JSONResponse:
-        return error_response(422, error, field=error.field, row=error.position)
-
-    @app.exception_handler(NotFoundError)
-    async def not_found(_: Request, error: NotFoundError) -> JSONResponse:
-        return error_response(404, error)
-
-    @app.exception_handler(ConflictError)
-    async def conflict(_: Request, error: ConflictError) -> JSONResponse:
-        return error_response(409, error)
-
+    app.include_router(uploads, max_body_size=settings.max_upload_bytes)
+    add_error_handlers(app)
     return app
 
 

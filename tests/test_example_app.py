@@ -159,5 +159,6 @@ async def test_csv_import(client: httpx.AsyncClient) -> None:
     assert imported.json() == {"imported": 2}
     assert refused.status_code == 422
     assert (refused.json()["row"], refused.json()["field"]) == (1, "name")
+    assert refused.json()["line"] == 3
     listed = (await client.get("/customers")).json()["items"]
     assert [c["name"] for c in listed] == ["Acme", "Globex"]
