@@ -19,7 +19,6 @@ _COLUMNS = ("id", "name", "email", "phone", "owner_id")
 CustomerRow = CustomerCreate | Mapping[str, Any]
 
 
-@typed_errors
 async def bulk_import(
     db: AsyncSession,
     rows: Iterable[CustomerRow] | AsyncIterable[CustomerRow],
@@ -33,26 +32,45 @@ async def bulk_import(
     the server loads one batch while the next is prepared, and memory stays flat (asyncpg
     buffers about half a megabyte at a time). The load belongs to the caller's transaction:
     roll it back and nothing stays. A bad row raises ``InvalidInputError`` whose ``position``
-    is the row's 0-based index in ``rows`` and whose ``field`` names the field.
+    is the row's 0-based index in ``rows`` and whose ``field`` names the field. What ``rows``
+    itself raises comes out unchanged.
     """
     if chunk_rows < 1:
         raise InvalidInputError("must be at least 1", field="chunk_rows")
+    source = aiter(rows) if isinstance(rows, AsyncIterable) else iter(rows)
+    try:
+        return await _load(db, source, chunk_rows)
+    except _CallerError as carrier:
+        error = carrier.error
+    raise error
+
+
+class _CallerError(Exception):
+    """Carry what the caller's rows raised through asyncpg's COPY and the error translation.
+
+    asyncpg would take a ``TimeoutError`` for its own timeout and replace it.
+    """
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+@typed_errors
+async def _load(
+    db: AsyncSession, source: Iterator[CustomerRow] | AsyncIterator[CustomerRow], chunk_rows: int
+) -> int:
     driver = await _driver_in_transaction(db)
     await db.flush()
     counter = itertools.count()
-    if isinstance(rows, AsyncIterable):
-        source = aiter(rows)
-        loaded = 0
-        while True:
-            sent = await _copy(driver, _async_records(source, counter, chunk_rows))
-            loaded += sent
-            if sent < chunk_rows:
-                return loaded
-    iterator = iter(rows)
     loaded = 0
     while True:
-        chunk = itertools.islice(iterator, chunk_rows)
-        sent = await _copy(driver, (_record(next(counter), row) for row in chunk))
+        records = (
+            _async_records(source, counter, chunk_rows)
+            if isinstance(source, AsyncIterator)
+            else _records(source, counter, chunk_rows)
+        )
+        sent = await _copy(driver, records)
         loaded += sent
         if sent < chunk_rows:
             return loaded
@@ -63,6 +81,19 @@ def _record(position: int, row: CustomerRow) -> tuple[Any, ...]:
     return (uuid7(), data.name, data.email, data.phone, data.owner_id)
 
 
+def _records(
+    source: Iterator[CustomerRow], counter: Iterator[int], limit: int
+) -> Iterator[tuple[Any, ...]]:
+    for _ in range(limit):
+        try:
+            row = next(source)
+        except StopIteration:
+            return
+        except Exception as exc:
+            raise _CallerError(exc) from None
+        yield _record(next(counter), row)
+
+
 async def _async_records(
     source: AsyncIterator[CustomerRow], counter: Iterator[int], limit: int
 ) -> AsyncIterator[tuple[Any, ...]]:
@@ -71,6 +102,8 @@ async def _async_records(
             row = await anext(source)
         except StopAsyncIteration:
             return
+        except Exception as exc:
+            raise _CallerError(exc) from None
         yield _record(next(counter), row)
 
 

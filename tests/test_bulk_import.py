@@ -1,7 +1,7 @@
 """customers.bulk_import: COPY in chunks, inside the caller's transaction, all or nothing."""
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -89,3 +89,42 @@ async def test_copy_runs_inside_the_session_transaction(app_db_engine: AsyncEngi
             await connection.execute(
                 text("DELETE FROM customers WHERE name LIKE :p"), {"p": f"{prefix}%"}
             )
+
+
+CALLER_FAULTS: dict[str, Callable[[], OSError]] = {
+    "TimeoutError": lambda: TimeoutError("the caller's deadline"),
+    "OSError": lambda: OSError(5, "Input/output error"),
+    "FileNotFoundError": lambda: FileNotFoundError(2, "No such file or directory", "rows.csv"),
+    "ConnectionRefusedError": lambda: ConnectionRefusedError(111, "Connection refused"),
+}
+"""The caller's own failures, of the builtin types a lost database connection also raises."""
+
+
+def failing_rows(prefix: str, fault: BaseException, at: int) -> Iterator[dict[str, Any]]:
+    yield from generated(prefix, at)
+    raise fault
+
+
+async def failing_async_rows(
+    prefix: str, fault: BaseException, at: int
+) -> AsyncIterator[dict[str, Any]]:
+    for row in generated(prefix, at):
+        yield row
+    raise fault
+
+
+@pytest.mark.parametrize("kind", CALLER_FAULTS)
+@pytest.mark.parametrize("source", ["iterable", "async iterable"])
+async def test_caller_errors_in_the_rows_pass_through(
+    db_session: AsyncSession, kind: str, source: str
+) -> None:
+    fault = CALLER_FAULTS[kind]()
+    prefix = f"fault-{uuid.uuid4().hex[:8]}-"
+    rows = (failing_rows if source == "iterable" else failing_async_rows)(prefix, fault, 250)
+
+    with pytest.raises(type(fault)) as caught:
+        async with db_session.begin_nested():
+            await customers.bulk_import(db_session, rows, chunk_rows=100)
+
+    assert caught.value is fault
+    assert await count(db_session, prefix) == 0
