@@ -21,6 +21,7 @@ from sqlalchemy.exc import (
 from sqlalchemy.exc import (
     TimeoutError as PoolTimeout,
 )
+from sqlalchemy.orm.exc import ObjectDeletedError, StaleDataError
 
 from app_db.models import metadata
 
@@ -164,6 +165,8 @@ DISCONNECTS: tuple[type[BaseException], ...] = (
 outside a driver call it may be anyone's: ``raised_by_driver`` tells them apart.
 """
 
+_ROW_GONE = (StaleDataError, ObjectDeletedError)
+
 _TRANSLATED: tuple[type[BaseException], ...] = (
     SQLAlchemyError,
     asyncpg.PostgresError,
@@ -213,6 +216,8 @@ def typed_error(error: BaseException) -> AppDBError | None:  # noqa: PLR0911 - o
     driver_error = _driver_error(error)
     if isinstance(error, IntegrityError | asyncpg.IntegrityConstraintViolationError):
         return error_for_constraint(violated_constraint(error))
+    if isinstance(error, _ROW_GONE):
+        return NotFoundError("row")
     if isinstance(error, PoolTimeout):
         return PoolTimeoutError("no pooled connection became free within the pool timeout")
     if getattr(driver_error, "sqlstate", None) == _CANCELED:
@@ -251,6 +256,33 @@ _TRANSLATED_ERRORS = _Translated()
 def translated_errors() -> _Translated:
     """Turn expected database failures raised inside the block into app_db's typed errors."""
     return _TRANSLATED_ERRORS
+
+
+class _RowRequired:
+    """Context manager that reports a row deleted by another transaction as ``NotFoundError``."""
+
+    __slots__ = ("_entity", "_key")
+
+    def __init__(self, entity: str, key: object) -> None:
+        self._entity = entity
+        self._key = key
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, error: BaseException | None, trace: object) -> Literal[False]:
+        if isinstance(error, _ROW_GONE):
+            raise NotFoundError(self._entity, self._key) from error
+        return False
+
+
+def row_required(entity: str, key: object) -> _RowRequired:
+    """Raise ``NotFoundError(entity, key)`` when the block finds its row deleted meanwhile.
+
+    A row loaded earlier in the transaction can be deleted by another one before this one
+    writes it; the ORM then raises ``StaleDataError`` on flush.
+    """
+    return _RowRequired(entity, key)
 
 
 def typed_errors(
