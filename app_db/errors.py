@@ -151,6 +151,7 @@ def error_for_constraint(constraint: str | None) -> AppDBError | None:
 
 
 _CANCELED = "57014"
+_NOT_NULL = "23502"
 DISCONNECTS: tuple[type[BaseException], ...] = (
     asyncpg.ConnectionDoesNotExistError,
     asyncpg.InterfaceError,
@@ -215,6 +216,10 @@ def typed_error(error: BaseException) -> AppDBError | None:  # noqa: PLR0911 - o
         return DatabaseUnavailableError(f"database unreachable: {type(error).__name__}")
     driver_error = _driver_error(error)
     if isinstance(error, IntegrityError | asyncpg.IntegrityConstraintViolationError):
+        if getattr(driver_error, "sqlstate", None) == _NOT_NULL:
+            return InvalidInputError(
+                "must not be null", field=getattr(driver_error, "column_name", None)
+            )
         return error_for_constraint(violated_constraint(error))
     if isinstance(error, _ROW_GONE):
         return NotFoundError("row")
