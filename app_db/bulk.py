@@ -1,6 +1,7 @@
 """Bulk import of customers through PostgreSQL COPY, in bounded chunks."""
 
-import itertools
+import re
+import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -8,18 +9,21 @@ import asyncpg
 from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app_db.errors import InvalidInputError, typed_errors
+from app_db.errors import AppDBError, InvalidInputError, typed_error, typed_errors
 from app_db.models import CustomerCreate
 from app_db.models.types import uuid7
 from app_db.validation import validated
 
 DEFAULT_CHUNK_ROWS = 50_000
 _COLUMNS = ("id", "name", "email", "phone", "owner_id")
+_COPY_LINE = re.compile(r"^COPY \S+, \S+ (\d+)")
+"""The error context of a row that COPY refused: ``COPY customers, line 7001`` (1-based)."""
+_OWNER_KEY = re.compile(r"\(owner_id\)=\(([^)]*)\)")
+"""The key in a foreign key error's detail: ``Key (owner_id)=(…) is not present …``."""
 
 CustomerRow = CustomerCreate | Mapping[str, Any]
 
 
-@typed_errors
 async def bulk_import(
     db: AsyncSession,
     rows: Iterable[CustomerRow] | AsyncIterable[CustomerRow],
@@ -32,46 +36,115 @@ async def bulk_import(
     Each chunk of ``chunk_rows`` rows is one COPY, streamed while its rows are validated, so
     the server loads one batch while the next is prepared, and memory stays flat (asyncpg
     buffers about half a megabyte at a time). The load belongs to the caller's transaction:
-    roll it back and nothing stays. A bad row raises ``InvalidInputError`` whose ``position``
-    is the row's 0-based index in ``rows`` and whose ``field`` names the field.
+    roll it back and nothing stays. A row refused by validation or by the database raises
+    ``InvalidInputError`` whose ``position`` is the row's 0-based index in ``rows`` and whose
+    ``field`` names the field. What ``rows`` itself raises comes out unchanged.
     """
     if chunk_rows < 1:
         raise InvalidInputError("must be at least 1", field="chunk_rows")
+    source = aiter(rows) if isinstance(rows, AsyncIterable) else iter(rows)
+    try:
+        return await _load(db, source, chunk_rows)
+    except _CallerError as carrier:
+        error = carrier.error
+    raise error
+
+
+class _CallerError(Exception):
+    """Carry what the caller's rows raised through asyncpg's COPY and the error translation.
+
+    asyncpg would take a ``TimeoutError`` for its own timeout and replace it.
+    """
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+@typed_errors
+async def _load(
+    db: AsyncSession, source: Iterator[CustomerRow] | AsyncIterator[CustomerRow], chunk_rows: int
+) -> int:
     driver = await _driver_in_transaction(db)
     await db.flush()
-    counter = itertools.count()
-    if isinstance(rows, AsyncIterable):
-        source = aiter(rows)
-        loaded = 0
-        while True:
-            sent = await _copy(driver, _async_records(source, counter, chunk_rows))
-            loaded += sent
-            if sent < chunk_rows:
-                return loaded
-    iterator = iter(rows)
     loaded = 0
     while True:
-        chunk = itertools.islice(iterator, chunk_rows)
-        sent = await _copy(driver, (_record(next(counter), row) for row in chunk))
+        chunk = _Chunk(loaded)
+        records = (
+            chunk.async_records(source, chunk_rows)
+            if isinstance(source, AsyncIterator)
+            else chunk.records(source, chunk_rows)
+        )
+        sent = await _copy(driver, records, chunk)
         loaded += sent
         if sent < chunk_rows:
             return loaded
 
 
-def _record(position: int, row: CustomerRow) -> tuple[Any, ...]:
-    data = validated(CustomerCreate, row, position=position)
-    return (uuid7(), data.name, data.email, data.phone, data.owner_id)
+class _Chunk:
+    """The rows of one COPY: where they start in the caller's input, and each owner's first row.
+
+    PostgreSQL checks foreign keys at the end of the COPY and names the missing key, not the
+    line, so the first row of each ``owner_id`` is remembered (at most one entry per row).
+    """
+
+    __slots__ = ("owners", "start")
+
+    def __init__(self, start: int) -> None:
+        self.start = start
+        self.owners: dict[uuid.UUID, int] = {}
+
+    def records(self, source: Iterator[CustomerRow], limit: int) -> Iterator[tuple[Any, ...]]:
+        for position in range(self.start, self.start + limit):
+            try:
+                row = next(source)
+            except StopIteration:
+                return
+            except Exception as exc:
+                raise _CallerError(exc) from None
+            yield self._record(position, row)
+
+    async def async_records(
+        self, source: AsyncIterator[CustomerRow], limit: int
+    ) -> AsyncIterator[tuple[Any, ...]]:
+        for position in range(self.start, self.start + limit):
+            try:
+                row = await anext(source)
+            except StopAsyncIteration:
+                return
+            except Exception as exc:
+                raise _CallerError(exc) from None
+            yield self._record(position, row)
+
+    def _record(self, position: int, row: CustomerRow) -> tuple[Any, ...]:
+        data = validated(CustomerCreate, row, position=position)
+        owner = data.owner_id
+        if owner is not None:
+            self.owners.setdefault(owner, position)
+        return (uuid7(), data.name, data.email, data.phone, owner)
+
+    def refusal(self, error: asyncpg.IntegrityConstraintViolationError) -> AppDBError | None:
+        """Return the typed error for a row the database refused, with the row's position."""
+        typed = typed_error(error)
+        if not isinstance(typed, InvalidInputError):
+            return typed
+        message = str(typed.details[0]["message"])
+        line = _COPY_LINE.match(error.context or "")
+        position = self.start + int(line[1]) - 1 if line else None
+        if isinstance(error, asyncpg.ForeignKeyViolationError):
+            missing = _missing_owner(error.detail)
+            if missing is not None:
+                message = f"no user has the id {missing}"
+                position = self.owners.get(missing, position)
+        return InvalidInputError(message, field=typed.field, position=position)
 
 
-async def _async_records(
-    source: AsyncIterator[CustomerRow], counter: Iterator[int], limit: int
-) -> AsyncIterator[tuple[Any, ...]]:
-    for _ in range(limit):
-        try:
-            row = await anext(source)
-        except StopAsyncIteration:
-            return
-        yield _record(next(counter), row)
+def _missing_owner(detail: str | None) -> uuid.UUID | None:
+    key = _OWNER_KEY.search(detail or "")
+    try:
+        return uuid.UUID(key[1]) if key else None
+    except ValueError:
+        return None
 
 
 async def _driver_in_transaction(db: AsyncSession) -> asyncpg.Connection:
@@ -93,10 +166,14 @@ async def _driver_in_transaction(db: AsyncSession) -> asyncpg.Connection:
 async def _copy(
     driver: asyncpg.Connection,
     records: Iterable[tuple[Any, ...]] | AsyncIterable[tuple[Any, ...]],
+    chunk: _Chunk,
 ) -> int:
-    """Stream one chunk through COPY while it is being validated; return how many rows went.
-
-    A refusal by the database (a constraint) is typed by ``bulk_import``'s ``typed_errors``.
-    """
-    status = await driver.copy_records_to_table("customers", records=records, columns=_COLUMNS)
+    """Stream one chunk through COPY while it is being validated; return how many rows went."""
+    try:
+        status = await driver.copy_records_to_table("customers", records=records, columns=_COLUMNS)
+    except asyncpg.IntegrityConstraintViolationError as exc:
+        refusal = chunk.refusal(exc)
+        if refusal is None:
+            raise
+        raise refusal from exc
     return int(status.rpartition(" ")[2])

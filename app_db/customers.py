@@ -12,7 +12,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_db import fastpath
 from app_db.bulk import bulk_import
-from app_db.errors import InvalidInputError, NotFoundError, typed_errors
+from app_db.errors import InvalidInputError, NotFoundError, row_required, typed_errors
 from app_db.models import Customer, CustomerCreate, CustomerUpdate
 from app_db.models.types import postgres_text
 from app_db.pagination import Page, decode_cursor, encode_cursor
@@ -44,7 +44,11 @@ async def get(db: AsyncSession, customer_id: uuid.UUID) -> Customer | None:
 
 @typed_errors
 async def update(db: AsyncSession, customer_id: uuid.UUID, data: CustomerUpdate) -> Customer:
-    """Apply the fields set in ``data``; raise ``NotFoundError`` when there is no such customer."""
+    """Apply the fields set in ``data``; raise ``NotFoundError`` when there is no such customer.
+
+    A customer that another transaction deleted after this one loaded it is not found either;
+    that failed write ends the transaction, so roll it back.
+    """
     changes = validated(CustomerUpdate, data).model_dump(exclude_unset=True)
     for field in _NOT_NULL:
         if field in changes and changes[field] is None:
@@ -53,7 +57,8 @@ async def update(db: AsyncSession, customer_id: uuid.UUID, data: CustomerUpdate)
     if customer is None:
         raise NotFoundError("customer", customer_id)
     customer.sqlmodel_update(changes)
-    await db.flush()
+    with row_required("customer", customer_id):
+        await db.flush()
     return customer
 
 

@@ -94,10 +94,11 @@ async def transaction(
     """Yield a session inside a transaction: commit when the block succeeds, roll back if not.
 
     Expected database failures (pool timeout, lost connection, statement timeout, known
-    constraints) leave it as app_db's typed errors. The transaction begins with the session's
-    first statement. A block that never starts it
-    (only reads that borrowed a pooled connection, see ``app_db.fastpath``) ends without a
-    COMMIT, and costs no round trip at all.
+    constraints) leave it as app_db's typed errors; what the block's own code raises (an
+    ``asyncio.timeout``, a file or HTTP error) leaves it unchanged, even an ``OSError`` (see
+    ``errors.raised_by_driver``). The transaction begins with the session's first statement.
+    A block that never starts it (only reads that borrowed a pooled connection, see
+    ``app_db.fastpath``) ends without a COMMIT, and costs no round trip at all.
     """
     session = sessionmaker()
     with translated_errors():

@@ -5,6 +5,7 @@ on the metadata makes these names exact), never by parsing message text.
 """
 
 import functools
+import sys
 from collections.abc import Callable, Coroutine
 from typing import Any, Literal, ParamSpec, TypeVar
 
@@ -20,6 +21,7 @@ from sqlalchemy.exc import (
 from sqlalchemy.exc import (
     TimeoutError as PoolTimeout,
 )
+from sqlalchemy.orm.exc import ObjectDeletedError, StaleDataError
 
 from app_db.models import metadata
 
@@ -149,16 +151,22 @@ def error_for_constraint(constraint: str | None) -> AppDBError | None:
 
 
 _CANCELED = "57014"
+_NOT_NULL = "23502"
 DISCONNECTS: tuple[type[BaseException], ...] = (
     asyncpg.ConnectionDoesNotExistError,
     asyncpg.InterfaceError,
     asyncpg.PostgresConnectionError,
     asyncpg.CannotConnectNowError,
     asyncpg.InternalClientError,
-    ConnectionError,
     OSError,
 )
+"""What a call into the driver raises when its connection is gone or was never made.
 
+``OSError`` (``ConnectionError`` and ``TimeoutError`` among them) is the socket's error, but
+outside a driver call it may be anyone's: ``raised_by_driver`` tells them apart.
+"""
+
+_ROW_GONE = (StaleDataError, ObjectDeletedError)
 
 _TRANSLATED: tuple[type[BaseException], ...] = (
     SQLAlchemyError,
@@ -166,16 +174,57 @@ _TRANSLATED: tuple[type[BaseException], ...] = (
     *DISCONNECTS,
 )
 
+_DRIVERS = frozenset({"asyncpg", "sqlalchemy"})
+_BELOW_DRIVERS = sys.stdlib_module_names | {"uvloop"}
+"""Packages the drivers call for I/O: an error raised there belongs to whoever called them."""
+
+
+def raised_by_driver(error: BaseException) -> bool:
+    """Return whether asyncpg or SQLAlchemy raised ``error``, not the caller's own code.
+
+    The innermost frame of the traceback outside the standard library and the event loop
+    decides: a refused or timed-out connect raised in ``asyncio`` for asyncpg counts as the
+    driver's, while the same error raised for the caller's HTTP client, file or
+    ``asyncio.timeout`` (even while a driver iterates the caller's rows) does not.
+    """
+    frames = []
+    trace = error.__traceback__
+    while trace is not None:
+        frames.append(trace.tb_frame)
+        trace = trace.tb_next
+    for frame in reversed(frames):
+        package = str(frame.f_globals.get("__name__") or "").partition(".")[0]
+        if package not in _BELOW_DRIVERS:
+            return package in _DRIVERS
+    return False
+
+
+def _driver_error(error: BaseException) -> BaseException:
+    return getattr(getattr(error, "orig", None), "driver_exception", None) or error
+
 
 def typed_error(error: BaseException) -> AppDBError | None:  # noqa: PLR0911 - one per kind
-    """Return the app_db error for an expected database failure, or ``None`` for others."""
+    """Return the app_db error for an expected database failure, or ``None`` for others.
+
+    An ``OSError`` is a database failure only when the driver raised it (``raised_by_driver``).
+    """
     if isinstance(error, AppDBError):
         return error
+    if isinstance(error, OSError):
+        if not raised_by_driver(error):
+            return None
+        return DatabaseUnavailableError(f"database unreachable: {type(error).__name__}")
+    driver_error = _driver_error(error)
     if isinstance(error, IntegrityError | asyncpg.IntegrityConstraintViolationError):
+        if getattr(driver_error, "sqlstate", None) == _NOT_NULL:
+            return InvalidInputError(
+                "must not be null", field=getattr(driver_error, "column_name", None)
+            )
         return error_for_constraint(violated_constraint(error))
+    if isinstance(error, _ROW_GONE):
+        return NotFoundError("row")
     if isinstance(error, PoolTimeout):
         return PoolTimeoutError("no pooled connection became free within the pool timeout")
-    driver_error = getattr(getattr(error, "orig", None), "driver_exception", None) or error
     if getattr(driver_error, "sqlstate", None) == _CANCELED:
         return StatementTimeoutError("the server cancelled the statement (statement_timeout)")
     if isinstance(error, DBAPIError) and error.connection_invalidated:
@@ -212,6 +261,33 @@ _TRANSLATED_ERRORS = _Translated()
 def translated_errors() -> _Translated:
     """Turn expected database failures raised inside the block into app_db's typed errors."""
     return _TRANSLATED_ERRORS
+
+
+class _RowRequired:
+    """Context manager that reports a row deleted by another transaction as ``NotFoundError``."""
+
+    __slots__ = ("_entity", "_key")
+
+    def __init__(self, entity: str, key: object) -> None:
+        self._entity = entity
+        self._key = key
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, error: BaseException | None, trace: object) -> Literal[False]:
+        if isinstance(error, _ROW_GONE):
+            raise NotFoundError(self._entity, self._key) from error
+        return False
+
+
+def row_required(entity: str, key: object) -> _RowRequired:
+    """Raise ``NotFoundError(entity, key)`` when the block finds its row deleted meanwhile.
+
+    A row loaded earlier in the transaction can be deleted by another one before this one
+    writes it; the ORM then raises ``StaleDataError`` on flush.
+    """
+    return _RowRequired(entity, key)
 
 
 def typed_errors(

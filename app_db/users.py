@@ -6,10 +6,11 @@ Every function takes the ``AsyncSession`` first, flushes, and never commits.
 import uuid
 
 from pydantic import SecretStr, TypeAdapter
+from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_db import fastpath, sessions
-from app_db.errors import InvalidInputError, NotFoundError, typed_errors
+from app_db.errors import InvalidInputError, NotFoundError, row_required, typed_errors
 from app_db.models import User, UserCreate, UserUpdate
 from app_db.models.types import EMAIL_MAX_LENGTH, normalize_email
 from app_db.models.user import Password
@@ -75,7 +76,8 @@ async def authenticate(db: AsyncSession, email: str, password: str | SecretStr) 
     """Return the active user whose password matches, else ``None``.
 
     An unknown email costs one hash verification too, so timing does not reveal which emails
-    exist. A hash made with older parameters is replaced by one with the current parameters.
+    exist. A hash made with older parameters is replaced by one with the current parameters
+    (in a savepoint: a user deleted meanwhile gets ``None``, and the transaction stays usable).
     """
     plain = password.get_secret_value() if isinstance(password, SecretStr) else password
     user = await get_by_email(db, email)
@@ -85,40 +87,55 @@ async def authenticate(db: AsyncSession, email: str, password: str | SecretStr) 
     if not await verify_password(user.password_hash, plain) or not user.is_active:
         return None
     if needs_rehash(user.password_hash):
-        db.add(user)
-        user.password_hash = await hash_password(plain)
-        await db.flush()
+        password_hash = await hash_password(plain)
+        try:
+            async with db.begin_nested():
+                db.add(user)
+                user.password_hash = password_hash
+        except StaleDataError:
+            return None
     return user
 
 
 @typed_errors
 async def update(db: AsyncSession, user_id: uuid.UUID, data: UserUpdate) -> User:
-    """Apply the fields set in ``data``; raise ``NotFoundError`` or ``DuplicateEmailError``."""
+    """Apply the fields set in ``data``; raise ``NotFoundError`` or ``DuplicateEmailError``.
+
+    The change is written in a savepoint: after either error the transaction stays usable.
+    """
     data = validated(UserUpdate, data)
     changes = data.model_dump(exclude_unset=True)
     if "email" in changes and changes["email"] is None:
         raise InvalidInputError("email cannot be removed", field="email")
     user = await _require(db, user_id)
-    async with db.begin_nested():
-        user.sqlmodel_update(changes)
+    with row_required("user", user_id):
+        async with db.begin_nested():
+            user.sqlmodel_update(changes)
     return user
 
 
 @typed_errors
 async def set_password(db: AsyncSession, user_id: uuid.UUID, password: str | SecretStr) -> None:
-    """Replace the user's password hash. Other sessions stay valid: revoke them if needed."""
+    """Replace the user's password hash. Other sessions stay valid: revoke them if needed.
+
+    Raise ``NotFoundError`` when there is no such user, also when another transaction deleted
+    it after this one loaded it (that failed write ends the transaction: roll it back).
+    """
     secret = validated_value(_PASSWORD, password, field="password")
     user = await _require(db, user_id)
     user.password_hash = await hash_password(secret.get_secret_value())
-    await db.flush()
+    with row_required("user", user_id):
+        await db.flush()
 
 
 @typed_errors
 async def deactivate(db: AsyncSession, user_id: uuid.UUID) -> None:
-    """Mark the user inactive and revoke all of their sessions."""
+    """Mark the user inactive and revoke all of their sessions; raise ``NotFoundError`` as
+    ``set_password`` does."""
     user = await _require(db, user_id)
     user.is_active = False
-    await db.flush()
+    with row_required("user", user_id):
+        await db.flush()
     await sessions.revoke_all(db, user_id)
 
 

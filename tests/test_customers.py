@@ -6,11 +6,21 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app_db import InvalidInputError, NotFoundError, customers
+from app_db import (
+    InvalidInputError,
+    NotFoundError,
+    create_engine,
+    create_sessionmaker,
+    customers,
+    transaction,
+)
 from app_db.models import Customer, CustomerCreate, CustomerUpdate
 from app_db.pagination import decode_cursor, encode_cursor
+from tests.conftest import settings
 from tests.factories import make_user
 
 
@@ -142,3 +152,28 @@ def test_cursor_round_trips() -> None:
     created_at = datetime(2026, 11, 25, 18, 0, 0, 123456, tzinfo=UTC)
 
     assert decode_cursor(encode_cursor(created_at, customer.id)) == (created_at, customer.id)
+
+
+async def update_after_delete(
+    maker: async_sessionmaker[AsyncSession], customer_id: uuid.UUID
+) -> None:
+    async with transaction(maker) as loader:
+        loaded = await customers.get(loader, customer_id)  # held: stays in the identity map
+        assert loaded is not None
+        async with transaction(maker) as deleter:
+            assert await customers.delete(deleter, customer_id) is True
+        await customers.update(loader, customer_id, CustomerUpdate(name="Saved?"))
+
+
+async def test_update_of_a_customer_deleted_meanwhile_is_not_found(own_database: URL) -> None:
+    """One request loads the customer, another deletes it and commits, then the first updates."""
+    engine = create_engine(settings(own_database))
+    maker = create_sessionmaker(engine)
+    try:
+        async with transaction(maker) as db:
+            customer_id = (await add(db, "Doomed")).id
+        with pytest.raises(NotFoundError) as caught:
+            await update_after_delete(maker, customer_id)
+        assert (caught.value.entity, caught.value.key) == ("customer", customer_id)
+    finally:
+        await engine.dispose()

@@ -4,8 +4,10 @@ These tests commit, so each runs on a database of its own, migrated and dropped 
 """
 
 import asyncio
+import contextlib
 import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -205,3 +207,52 @@ async def test_unreachable_server_is_a_typed_error() -> None:
                 await users.get_by_email(db, "a@example.com")
     finally:
         await engine.dispose()
+
+
+@contextlib.asynccontextmanager
+async def silent_server() -> AsyncIterator[int]:
+    """Yield the port of a server that accepts connections and never answers."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def use_in_transaction(port: int, statement: str) -> None:
+    engine = create_engine(
+        Settings(
+            _env_file=None,
+            database_url=SecretStr(f"postgresql://app:pw@127.0.0.1:{port}/app"),
+            database_connect_timeout=0.5,
+        )
+    )
+    try:
+        async with asyncio.timeout(10), transaction(create_sessionmaker(engine)) as db:
+            if statement == "api":
+                await users.get_by_email(db, "a@example.com")
+            else:
+                await (await db.connection()).execute(text("SELECT 1"))
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize("statement", ["api", "own SQL"])
+async def test_driver_connect_errors_stay_typed_in_a_transaction(statement: str) -> None:
+    """Refused (ConnectionRefusedError) or unanswered (TimeoutError), raw from asyncpg."""
+    with pytest.raises(DatabaseUnavailableError) as refused:
+        await use_in_transaction(1, statement)
+    async with silent_server() as port:
+        with pytest.raises(DatabaseUnavailableError) as unanswered:
+            await use_in_transaction(port, statement)
+
+    assert isinstance(refused.value.__cause__, ConnectionRefusedError)
+    assert isinstance(unanswered.value.__cause__, TimeoutError)
