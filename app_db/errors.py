@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import (
     DataError,
     DBAPIError,
+    EmulatedDBAPIException,
     IntegrityError,
     SQLAlchemyError,
     StatementError,
@@ -167,9 +168,14 @@ outside a driver call it may be anyone's: ``raised_by_driver`` tells them apart.
 """
 
 _ROW_GONE = (StaleDataError, ObjectDeletedError)
+_REFUSED_CLASSES = ("08", "28")  # connection exception; invalid authorization (password, role)
+_REFUSED = frozenset({"3D000", "53300", "57P01", "57P02", "57P03"})
+"""SQLSTATEs of a server that refused or dropped the connection: unknown database, too many
+connections, shutdown, crash, starting up."""
 
 _TRANSLATED: tuple[type[BaseException], ...] = (
     SQLAlchemyError,
+    EmulatedDBAPIException,  # what the pool raises itself, outside a Connection
     asyncpg.PostgresError,
     *DISCONNECTS,
 )
@@ -200,7 +206,16 @@ def raised_by_driver(error: BaseException) -> bool:
 
 
 def _driver_error(error: BaseException) -> BaseException:
-    return getattr(getattr(error, "orig", None), "driver_exception", None) or error
+    """Return the asyncpg exception behind a SQLAlchemy error or its emulated DBAPI error."""
+    emulated = error if isinstance(error, EmulatedDBAPIException) else getattr(error, "orig", None)
+    return getattr(emulated, "driver_exception", None) or error
+
+
+def _refused(driver_error: BaseException) -> bool:
+    sqlstate = getattr(driver_error, "sqlstate", None)
+    return isinstance(sqlstate, str) and (
+        sqlstate.startswith(_REFUSED_CLASSES) or sqlstate in _REFUSED
+    )
 
 
 def typed_error(error: BaseException) -> AppDBError | None:  # noqa: PLR0911 - one per kind
@@ -229,7 +244,7 @@ def typed_error(error: BaseException) -> AppDBError | None:  # noqa: PLR0911 - o
         return StatementTimeoutError("the server cancelled the statement (statement_timeout)")
     if isinstance(error, DBAPIError) and error.connection_invalidated:
         return DatabaseUnavailableError("the database connection was lost")
-    if isinstance(driver_error, DISCONNECTS):
+    if isinstance(driver_error, DISCONNECTS) or _refused(driver_error):
         return DatabaseUnavailableError(f"database unreachable: {type(driver_error).__name__}")
     if isinstance(error, DataError | asyncpg.DataError):
         return InvalidInputError("value not accepted by the database")

@@ -209,6 +209,25 @@ async def test_unreachable_server_is_a_typed_error() -> None:
         await engine.dispose()
 
 
+async def test_a_server_that_refuses_the_login_is_a_typed_error(app_db_database: URL) -> None:
+    """An unknown role or database: ``DatabaseUnavailableError``, never a raw ``DBAPIError``."""
+    for url in (
+        app_db_database.set(username="no_such_role_app_db"),
+        app_db_database.set(database="app_db_test_no_such_database"),
+    ):
+        engine = create_engine(settings(url))
+        try:
+            for call in (
+                lambda db: users.get_by_email(db, "a@example.com"),
+                lambda db: customers.create(db, CustomerCreate(name="refused")),
+            ):
+                with pytest.raises(DatabaseUnavailableError):
+                    async with transaction(create_sessionmaker(engine)) as db:
+                        await call(db)
+        finally:
+            await engine.dispose()
+
+
 @contextlib.asynccontextmanager
 async def silent_server() -> AsyncIterator[int]:
     """Yield the port of a server that accepts connections and never answers."""
