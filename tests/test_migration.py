@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app_db.engine import create_engine
 from app_db.migrations import alembic_config, head_revision, script_location
 from app_db.settings import Settings
-from app_db.testing.plugin import settings_for
+from app_db.testing import settings_for
 
 VERSIONS = Path(__file__).resolve().parents[1] / "alembic" / "versions"
 TABLES = {"users", "sessions", "customers"}
@@ -48,7 +48,7 @@ def test_exactly_one_revision_file_builds_the_schema() -> None:
     revisions = list(ScriptDirectory.from_config(alembic_config()).walk_revisions())
 
     assert files == ["0001_initial_schema.py"]
-    assert [r.revision for r in revisions] == ["0001"]
+    assert [r.revision for r in revisions] == ["app_db_0001"]
     assert revisions[0].down_revision is None
     assert script_location() == VERSIONS.parent
 
@@ -95,10 +95,13 @@ async def test_test_database_is_at_head(app_db_engine: AsyncEngine) -> None:
                 "CREATE TABLE users",
                 "CREATE UNIQUE INDEX uq_users_email_lower ON users (lower(email))",
                 "REFERENCES users (id) ON DELETE CASCADE",
-                "INSERT INTO alembic_version (version_num) VALUES ('0001')",
+                "INSERT INTO alembic_version (version_num) VALUES ('app_db_0001')",
             ],
         ),
-        ("0001:base", ["DROP TABLE sessions", "DROP TABLE users", "DELETE FROM alembic_version"]),
+        (
+            "app_db_0001:base",
+            ["DROP TABLE sessions", "DROP TABLE users", "DELETE FROM alembic_version"],
+        ),
     ],
 )
 def test_offline_sql_renders_without_a_database(revisions: str, expected: list[str]) -> None:

@@ -2,7 +2,7 @@
 
 This is the project's only revision. Until the first release it is edited in place.
 
-Revision ID: 0001
+Revision ID: app_db_0001
 Revises:
 Create Date: 2026-11-25 18:00:00
 """
@@ -15,9 +15,9 @@ from sqlalchemy.dialects import postgresql
 
 import app_db.models.types
 
-revision: str = "0001"
+revision: str = "app_db_0001"
 down_revision: str | None = None
-branch_labels: str | Sequence[str] | None = None
+branch_labels: str | Sequence[str] | None = ("app_db",)
 depends_on: str | Sequence[str] | None = None
 
 
