@@ -18,7 +18,7 @@ from typing import Any
 import asyncpg
 
 from app_db import create_engine, create_sessionmaker
-from app_db.testing.plugin import settings_for
+from app_db.testing import settings_for
 from app_db.testing.server import find_test_server
 from bench import suite
 from bench.database import create_database, describe_server, plain_dsn, seed

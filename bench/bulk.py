@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 from app_db import create_engine, create_sessionmaker, customers
 from app_db.models import Customer, CustomerCreate
 from app_db.models.types import uuid7
-from app_db.testing.plugin import settings_for
+from app_db.testing import settings_for
 
 MODES = ("raw", "lib", "lib-from-dicts", "orm")
 COLUMNS = ("id", "name", "email", "phone", "owner_id")

@@ -4,7 +4,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 import pytest_asyncio
@@ -30,7 +30,7 @@ def no_warning_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     A test that expects such a record asserts on it and then calls ``caplog.clear()``.
     """
     yield
-    phases = ("setup", "call", "teardown")
+    phases: tuple[Literal["setup", "call", "teardown"], ...] = ("setup", "call", "teardown")
     found = [r for phase in phases for r in caplog.get_records(phase) if _watched(r)]
     if found:
         lines = "\n".join(f"{r.levelname} {r.name}: {r.getMessage()}" for r in found[:5])

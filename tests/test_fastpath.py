@@ -13,7 +13,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app_db import create_engine, create_sessionmaker, customers, sessions, users
 from app_db.fastpath import DRIVER_READS, _holds_connection
 from app_db.models import Customer, CustomerCreate
-from app_db.testing.plugin import settings_for
+from app_db.testing import settings_for
 from tests.factories import make_user
 
 

