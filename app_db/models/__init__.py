@@ -1,6 +1,7 @@
 """SQLModel classes that are both Pydantic schemas and tables."""
 
 from app_db.models.base import NAMING_CONVENTION, AppModel, metadata
+from app_db.models.columns import created_at_field, id_field, updated_at_field
 from app_db.models.customer import Customer, CustomerCreate, CustomerRead, CustomerUpdate
 from app_db.models.session import Session, SessionCreate, SessionRead, SessionUpdate
 from app_db.models.types import TZDateTime, uuid7
@@ -22,6 +23,9 @@ __all__ = [
     "UserCreate",
     "UserRead",
     "UserUpdate",
+    "created_at_field",
+    "id_field",
     "metadata",
+    "updated_at_field",
     "uuid7",
 ]
