@@ -7,7 +7,7 @@ import pytest_asyncio
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from examples.fastapi_app import COOKIE, create_app
+from app_db.example import COOKIE, create_app
 
 PASSWORD = "correct horse battery"
 
