@@ -16,4 +16,11 @@ metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
 class AppModel(SQLModel, registry=registry(metadata=metadata)):
-    """Base of every app_db schema and table; tables land in ``app_db.models.metadata``."""
+    """Base of app_db's schemas and tables, and of an app's own tables beside them.
+
+    Subclass it, not ``SQLModel``, for a table that references ``users.id``, ``sessions.id``
+    or ``customers.id``: the table joins ``app_db.models.metadata`` (and so the migrations
+    that ``app-db migrations init`` sets up), and its constraints are named by
+    ``NAMING_CONVENTION``. ``id_field``, ``created_at_field`` and ``updated_at_field`` give
+    the columns app_db's own tables share. SQLModel's default metadata is left alone.
+    """

@@ -1,0 +1,215 @@
+"""An app built on app_db from its wheel: its own table, migrations, CLI and tests.
+
+Everything runs as a user would: the wheel is built and installed into fresh virtual
+environments (no editable install), in a project folder that is not this repository.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import URL
+
+from app_db.testing.plugin import run_in_thread
+from app_db.testing.server import TestServer
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+
+MODELS = """\
+import uuid
+from datetime import datetime
+
+from sqlmodel import Field
+
+from app_db.models import AppModel, created_at_field, id_field
+
+
+class Order(AppModel, table=True):
+    __tablename__ = "orders"
+
+    id: uuid.UUID = id_field()
+    user_id: uuid.UUID = Field(foreign_key="users.id", ondelete="CASCADE", index=True)
+    item: str
+    created_at: datetime = created_at_field()
+"""
+
+PYTEST_INI = """\
+[pytest]
+asyncio_mode = auto
+asyncio_default_fixture_loop_scope = session
+asyncio_default_test_loop_scope = session
+filterwarnings = error
+pythonpath = .
+"""
+
+TEST_ORDERS = """\
+from pydantic import SecretStr
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app_db import UserCreate, users
+from shop.models import Order
+
+
+async def test_a_user_places_an_order(db_session: AsyncSession) -> None:
+    user = await users.create(
+        db_session, UserCreate(email="buyer@example.com", password=SecretStr("correct horse"))
+    )
+    db_session.add(Order(user_id=user.id, item="book"))
+    await db_session.flush()
+
+    orders = (await db_session.exec(select(Order).where(Order.user_id == user.id))).all()
+    assert [order.item for order in orders] == ["book"]
+"""
+
+TEST_UNRELATED = "def test_unrelated() -> None:\n    assert 1 + 1 == 2\n"
+TEST_NEEDS_DB = "def test_needs_db(db_session: object) -> None:\n    assert db_session\n"
+
+
+def _uv() -> str:
+    found = os.environ.get("UV") or shutil.which("uv")
+    if found is None:
+        pytest.fail("the downstream test builds and installs the wheel with uv: pip install uv")
+    return found
+
+
+def run(*command: str | Path, cwd: Path, env: dict[str, str] | None = None, expect: int = 0) -> str:
+    """Run a command; assert its exit code and return its output (stdout and stderr)."""
+    done = subprocess.run(
+        [str(part) for part in command],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == expect, f"{command} exited {done.returncode}:\n{output}"
+    return output
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("dist")
+    run(_uv(), "build", "--wheel", "--out-dir", out, ROOT, cwd=ROOT)
+    (built,) = out.glob("app_db-*.whl")
+    return built
+
+
+def make_venv(folder: Path, *requirements: str) -> Path:
+    """Create a virtual environment with these requirements; return its bin folder."""
+    uv = _uv()
+    run(uv, "venv", "--quiet", "--python", sys.executable, folder, cwd=folder.parent)
+    python = folder / "bin" / "python"
+    run(uv, "pip", "install", "--quiet", "--python", python, *requirements, cwd=folder.parent)
+    return folder / "bin"
+
+
+@pytest.fixture
+def project_databases(app_db_server: TestServer) -> Iterator[tuple[URL, URL]]:
+    """Two empty databases of this test's own: one for the trial, one to build from nothing."""
+    first = run_in_thread(app_db_server.create_database("downstream_"))
+    second = run_in_thread(app_db_server.create_database("downstream_"))
+    try:
+        yield first, second
+    finally:
+        for url in (first, second):
+            run_in_thread(app_db_server.drop_database(url))
+
+
+def environment(**values: str) -> dict[str, str]:
+    kept = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "POSTGRES_"))}
+    kept.pop("TEST_DATABASE_URL", None)
+    kept.pop("VIRTUAL_ENV", None)
+    return kept | values
+
+
+def plain(url: URL) -> str:
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def test_an_app_on_the_installed_wheel(
+    wheel: Path,
+    tmp_path: Path,
+    project_databases: tuple[URL, URL],
+    app_db_server: TestServer,
+) -> None:
+    database, fresh = project_databases
+    bin_dir = make_venv(tmp_path / "venv", f"app-db[testing] @ {wheel.as_uri()}")
+    project = tmp_path / "shop-project"
+    (project / "shop").mkdir(parents=True)
+    (project / "shop" / "__init__.py").write_text("")
+    (project / "shop" / "models.py").write_text(MODELS)
+    env = environment(DATABASE_URL=plain(database))
+    app_db, alembic = bin_dir / "app-db", bin_dir / "alembic"
+
+    out = run(app_db, "migrations", "init", "--models", "shop.models", cwd=project, env=env)
+    assert "wrote alembic.ini" in out
+    assert (project / "migrations" / "env.py").is_file()
+
+    out = run(app_db, "migrate", cwd=project, env=env)
+    assert "is at head (app_db_" in out
+    out = run(alembic, "revision", "--autogenerate", "-m", "orders", cwd=project, env=env)
+    (revision,) = (project / "migrations" / "versions").glob("*_orders.py")
+    text = revision.read_text()
+    assert "op.create_table('orders'" in text or 'op.create_table("orders"' in text
+    assert "branch_labels: str | Sequence[str] | None = ('shop',)" in text
+    assert "depends_on: str | Sequence[str] | None = 'app_db_0001'" in text
+    assert "drop_table" not in text.split("def downgrade")[0]  # app_db's tables stay
+    site_versions = next((tmp_path / "venv").glob("lib/python*/site-packages/app_db/_alembic"))
+    assert [p.name for p in (site_versions / "versions").glob("*.py")] == ["0001_initial_schema.py"]
+
+    run(alembic, "upgrade", "heads", cwd=project, env=env)
+    out = run(alembic, "check", cwd=project, env=env)
+    assert "No new upgrade operations detected" in out
+
+    out = run(app_db, "check", cwd=project, env=env)
+    assert "(at head)" in out
+    out = run(app_db, "migrate", cwd=project, env=env)
+    assert "nothing to do" in out
+
+    fresh_env = environment(DATABASE_URL=plain(fresh))
+    run(alembic, "upgrade", "heads", cwd=project, env=fresh_env)
+    out = run(alembic, "check", cwd=project, env=fresh_env)
+    assert "No new upgrade operations detected" in out
+    run(alembic, "downgrade", "shop@base", cwd=project, env=fresh_env)
+    out = run(app_db, "check", cwd=project, env=fresh_env, expect=1)
+    assert "behind head" in out
+    out = run(alembic, "current", cwd=project, env=fresh_env)
+    assert "app_db_0001" in out
+
+    (project / "pytest.ini").write_text(PYTEST_INI)
+    (project / "tests").mkdir()
+    (project / "tests" / "test_orders.py").write_text(TEST_ORDERS)
+    test_env = environment(TEST_DATABASE_URL=plain(app_db_server.admin_url))
+    out = run(bin_dir / "pytest", "-q", "-p", "no:cacheprovider", cwd=project, env=test_env)
+    assert "1 passed" in out
+
+
+def test_pytest_still_runs_where_app_db_is_installed_without_pytest_asyncio(
+    wheel: Path, tmp_path: Path
+) -> None:
+    bin_dir = make_venv(tmp_path / "venv", wheel.as_uri(), "pytest")
+    run(bin_dir / "python", "-c", "import pytest_asyncio", cwd=tmp_path, expect=1)
+    (tmp_path / "test_unrelated.py").write_text(TEST_UNRELATED)
+    (tmp_path / "test_needs_db.py").write_text(TEST_NEEDS_DB)
+
+    out = run(
+        bin_dir / "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        cwd=tmp_path,
+        env=environment(),
+        expect=1,
+    )
+
+    assert "1 passed, 1 error" in out
+    assert "app_db's async fixtures need pytest-asyncio: install app-db[testing]" in out
