@@ -122,5 +122,7 @@ async def test_sslmodes_reach_asyncpg(tmp_path: Path) -> None:
             await ssl_in_use(
                 settings(base, database_sslmode="verify-full", database_sslrootcert=other)
             )
-        with pytest.raises(DBAPIError, match=r"no pg_hba\.conf entry"):
+        with pytest.raises(DatabaseUnavailableError) as refused:  # a refused login is typed
             await ssl_in_use(settings(base, database_sslmode="disable"))
+        assert isinstance(refused.value.__cause__, DBAPIError)
+        assert "no pg_hba.conf entry" in str(refused.value.__cause__)
