@@ -41,11 +41,96 @@ class Order(AppModel, table=True):
 
 PYTEST_INI = """\
 [pytest]
+filterwarnings = error
+pythonpath = .
+"""
+PYTEST_ASYNCIO_INI = (
+    PYTEST_INI
+    + """\
 asyncio_mode = auto
 asyncio_default_fixture_loop_scope = session
 asyncio_default_test_loop_scope = session
-filterwarnings = error
-pythonpath = .
+"""
+)
+
+API = """\
+from collections.abc import AsyncIterator
+from typing import Annotated
+import uuid
+
+from fastapi import Depends, FastAPI
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app_db import transaction
+from shop.models import Order
+
+
+def create_app(sessionmaker: async_sessionmaker[AsyncSession]) -> FastAPI:
+    app = FastAPI()
+
+    async def db() -> AsyncIterator[AsyncSession]:
+        async with transaction(sessionmaker) as session:
+            yield session
+
+    @app.post("/orders", status_code=201)
+    async def place(
+        user_id: uuid.UUID, item: str, session: Annotated[AsyncSession, Depends(db)]
+    ) -> dict[str, str]:
+        order = Order(user_id=user_id, item=item)
+        session.add(order)
+        await session.flush()
+        return {"id": str(order.id)}
+
+    return app
+"""
+
+TEST_API_ANYIO = """\
+import pytest
+from httpx import ASGITransport, AsyncClient
+from pydantic import SecretStr
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app_db import UserCreate, users
+from shop.api import create_app
+from shop.models import Order
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_place_an_order_over_http(
+    db_sessionmaker: async_sessionmaker[AsyncSession], db_session: AsyncSession
+) -> None:
+    user = await users.create(
+        db_session, UserCreate(email="fan@example.com", password=SecretStr("correct horse"))
+    )
+    await db_session.commit()
+    transport = ASGITransport(app=create_app(db_sessionmaker))
+    async with AsyncClient(transport=transport, base_url="http://test") as client:
+        response = await client.post("/orders", params={"user_id": str(user.id), "item": "pen"})
+    assert response.status_code == 201, response.text
+    order = await db_session.get(Order, response.json()["id"])
+    assert order is not None
+"""
+
+TEST_TRIO = """\
+import pytest
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "trio"
+
+
+@pytest.mark.anyio
+async def test_on_trio(db_session: AsyncSession) -> None:
+    assert db_session
 """
 
 TEST_ORDERS = """\
@@ -142,7 +227,9 @@ def test_an_app_on_the_installed_wheel(
     app_db_server: TestServer,
 ) -> None:
     database, fresh = project_databases
-    bin_dir = make_venv(tmp_path / "venv", f"app-db[testing] @ {wheel.as_uri()}")
+    bin_dir = make_venv(
+        tmp_path / "venv", f"app-db[testing] @ {wheel.as_uri()}", "fastapi", "httpx"
+    )
     project = tmp_path / "shop-project"
     (project / "shop").mkdir(parents=True)
     (project / "shop" / "__init__.py").write_text("")
@@ -185,16 +272,44 @@ def test_an_app_on_the_installed_wheel(
     out = run(alembic, "current", cwd=project, env=fresh_env)
     assert "app_db_0001" in out
 
-    (project / "pytest.ini").write_text(PYTEST_INI)
-    (project / "tests").mkdir()
-    (project / "tests" / "test_orders.py").write_text(TEST_ORDERS)
     test_env = environment(TEST_DATABASE_URL=plain(app_db_server.admin_url))
-    out = run(bin_dir / "pytest", "-q", "-p", "no:cacheprovider", cwd=project, env=test_env)
+    run_tests_both_ways(project, bin_dir, test_env)
+
+
+def run_tests_both_ways(project: Path, bin_dir: Path, test_env: dict[str, str]) -> None:
+    """Run the project's tests FastAPI's way (AnyIO alone), then with pytest-asyncio too."""
+    pytest_ = (bin_dir / "pytest", "-q", "-p", "no:cacheprovider")
+    (project / "shop" / "api.py").write_text(API)
+    (project / "tests").mkdir()
+    (project / "tests" / "test_api.py").write_text(TEST_API_ANYIO)
+    (project / "pytest.ini").write_text(PYTEST_INI)
+
+    out = run(*pytest_, cwd=project, env=test_env)  # FastAPI's way: AnyIO's plugin alone
     assert "1 passed" in out
+    (project / "misconfigured").mkdir()
+    (project / "misconfigured" / "test_trio.py").write_text(TEST_TRIO)
+    out = run(*pytest_, "misconfigured", cwd=project, env=test_env, expect=1)
+    assert "anyio_backend is 'trio': make your anyio_backend fixture return 'asyncio'" in out
+    assert "ScopeMismatch" not in out
+
+    run(
+        _uv(),
+        "pip",
+        "install",
+        "--quiet",
+        "--python",
+        bin_dir / "python",
+        "pytest-asyncio",
+        cwd=project,
+    )
+    (project / "pytest.ini").write_text(PYTEST_ASYNCIO_INI)
+    (project / "tests" / "test_orders.py").write_text(TEST_ORDERS)
+    out = run(*pytest_, "tests", cwd=project, env=test_env)  # and pytest-asyncio's auto mode
+    assert "2 passed" in out
 
 
 def test_pytest_still_runs_where_app_db_is_installed_without_pytest_asyncio(
-    wheel: Path, tmp_path: Path
+    wheel: Path, tmp_path: Path, app_db_server: TestServer
 ) -> None:
     bin_dir = make_venv(tmp_path / "venv", wheel.as_uri(), "pytest")
     run(bin_dir / "python", "-c", "import pytest_asyncio", cwd=tmp_path, expect=1)
@@ -207,9 +322,9 @@ def test_pytest_still_runs_where_app_db_is_installed_without_pytest_asyncio(
         "-p",
         "no:cacheprovider",
         cwd=tmp_path,
-        env=environment(),
+        env=environment(TEST_DATABASE_URL=plain(app_db_server.admin_url)),
         expect=1,
     )
 
     assert "1 passed, 1 error" in out
-    assert "app_db's async fixtures need pytest-asyncio: install app-db[testing]" in out
+    assert "app_db's async fixtures need a test runner: mark the test @pytest.mark.anyio" in out

@@ -1,19 +1,18 @@
 """Pytest fixtures: a migrated test database, and a session per test that is rolled back.
 
-Registered as the ``app_db`` pytest plugin by the package's entry point, so installing app_db
-never breaks a pytest run: the async fixtures need ``pytest-asyncio`` (``app-db[testing]``),
-and without it only a test that uses them fails, naming the extra.
+Registered as the ``app_db`` pytest plugin by the package's entry point; installing app_db
+never breaks a pytest run. The async fixtures run on the test's own event loop under either
+runner: AnyIO's pytest plugin for tests marked ``@pytest.mark.anyio`` (FastAPI's way; any
+scope of ``anyio_backend`` works), or pytest-asyncio for the others. Without a runner, only a
+test that uses them fails, with one line that says what to do.
 
 The test database is migrated with the project's ``alembic.ini`` (from
 ``app-db migrations init``) when there is one: the ini option ``app_db_alembic_config``, else
 ``alembic.ini`` in pytest's rootdir. Override the ``app_db_alembic_config`` fixture for
-anything else. Async fixtures share the session's event loop: set
-``asyncio_default_fixture_loop_scope`` and ``asyncio_default_test_loop_scope`` to
-``"session"``.
+anything else.
 """
 
 import asyncio
-import importlib.util
 import os
 import threading
 from collections.abc import AsyncIterator, Coroutine, Iterator
@@ -25,8 +24,9 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app_db.engine import create_engine
 from app_db.migrations import PROJECT_CONFIG
+from app_db.testing.engines import engine_for_running_loop
+from app_db.testing.runners import async_fixture, pytest_fixture_setup
 from app_db.testing.server import (
     TEST_DATABASE_URL,
     NoTestServerError,
@@ -35,13 +35,10 @@ from app_db.testing.server import (
     settings_for,
 )
 
-HAVE_PYTEST_ASYNCIO = importlib.util.find_spec("pytest_asyncio") is not None
-
 T = TypeVar("T")
 CONFIG_OPTION = "app_db_alembic_config"
-NEEDS_RUNNER = "app_db's async fixtures need pytest-asyncio: install app-db[testing]"
 
-__all__ = ["settings_for"]
+__all__ = ["pytest_fixture_setup", "settings_for"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -132,47 +129,28 @@ def db_sessionmaker(db_connection: AsyncConnection) -> async_sessionmaker[AsyncS
     )
 
 
-if HAVE_PYTEST_ASYNCIO:
-    import pytest_asyncio
+@async_fixture
+async def app_db_engine(app_db_database: URL) -> AsyncEngine:
+    """Return an engine on the test database, built by ``create_engine`` like the app's.
 
-    @pytest_asyncio.fixture(scope="session", loop_scope="session")
-    async def app_db_engine(app_db_database: URL) -> AsyncIterator[AsyncEngine]:
-        """Yield an engine on the test database, built by ``create_engine`` like the app's."""
-        engine = create_engine(settings_for(app_db_database))
-        try:
-            yield engine
-        finally:
-            await engine.dispose()
+    There is one per event loop: with a loop per session, one for the whole run.
+    """
+    return await engine_for_running_loop(app_db_database)
 
-    @pytest_asyncio.fixture(loop_scope="session")
-    async def db_connection(app_db_engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-        """Yield a connection inside an outer transaction that is rolled back after the test."""
-        async with app_db_engine.connect() as connection:
-            outer = await connection.begin()
-            yield connection
-            await outer.rollback()
 
-    @pytest_asyncio.fixture(loop_scope="session")
-    async def db_session(
-        db_sessionmaker: async_sessionmaker[AsyncSession],
-    ) -> AsyncIterator[AsyncSession]:
-        """Yield a session in the test's rolled-back transaction."""
-        async with db_sessionmaker() as session:
-            yield session
+@async_fixture
+async def db_connection(app_db_engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """Yield a connection inside an outer transaction that is rolled back after the test."""
+    async with app_db_engine.connect() as connection:
+        outer = await connection.begin()
+        yield connection
+        await outer.rollback()
 
-else:
 
-    @pytest.fixture(scope="session")
-    def app_db_engine() -> None:
-        """Stand in for the engine fixture: it needs pytest-asyncio."""
-        pytest.fail(NEEDS_RUNNER, pytrace=False)
-
-    @pytest.fixture
-    def db_connection() -> None:
-        """Stand in for the connection fixture: it needs pytest-asyncio."""
-        pytest.fail(NEEDS_RUNNER, pytrace=False)
-
-    @pytest.fixture
-    def db_session() -> None:
-        """Stand in for the session fixture: it needs pytest-asyncio."""
-        pytest.fail(NEEDS_RUNNER, pytrace=False)
+@async_fixture
+async def db_session(
+    db_sessionmaker: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[AsyncSession]:
+    """Yield a session in the test's rolled-back transaction."""
+    async with db_sessionmaker() as session:
+        yield session
