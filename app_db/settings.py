@@ -223,6 +223,34 @@ class SessionSettings(BaseSettings):
         return self
 
 
+class PasswordSettings(BaseSettings):
+    """Password hashing, from ``PASSWORD_*`` variables.
+
+    ``PASSWORD_HASH_CONCURRENCY`` bounds the argon2 hashes and verifications that run at once.
+    Each holds 64 MiB while it runs, so the default of 4 caps a burst of logins at 256 MiB,
+    on any number of cores; the requests beyond it wait their turn.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="PASSWORD_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+        hide_input_in_errors=True,
+    )
+
+    hash_concurrency: int = Field(default=4, ge=1, le=256)
+
+
+def load_password_settings(**values: Any) -> PasswordSettings:
+    """Read the password settings, raising ``ConfigurationError`` that names the variable."""
+    try:
+        return PasswordSettings(**values)
+    except ValidationError as exc:
+        raise ConfigurationError(_describe(exc, prefix="PASSWORD_")) from None
+
+
 def load_settings(**values: Any) -> Settings:
     """Read the settings, raising ``ConfigurationError`` that names each bad variable."""
     try:
