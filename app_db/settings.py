@@ -191,6 +191,17 @@ def _parse_database_url(raw: str, variable: str = "DATABASE_URL") -> URL:
     return url.set(drivername=ASYNC_DRIVER)
 
 
+def _prefixed(prefix: str) -> SettingsConfigDict:
+    return SettingsConfigDict(
+        env_prefix=prefix,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+        hide_input_in_errors=True,
+    )
+
+
 class SessionSettings(BaseSettings):
     """Login-session lifetimes, from ``SESSION_*`` variables (seconds or ISO 8601 durations).
 
@@ -199,14 +210,7 @@ class SessionSettings(BaseSettings):
     written at most once per ``SESSION_TOUCH_INTERVAL``.
     """
 
-    model_config = SettingsConfigDict(
-        env_prefix="SESSION_",
-        env_file=".env",
-        env_file_encoding="utf-8",
-        extra="ignore",
-        frozen=True,
-        hide_input_in_errors=True,
-    )
+    model_config = _prefixed("SESSION_")
 
     idle_timeout: timedelta = timedelta(days=7)
     max_lifetime: timedelta = timedelta(days=30)
@@ -231,14 +235,7 @@ class PasswordSettings(BaseSettings):
     on any number of cores; the requests beyond it wait their turn.
     """
 
-    model_config = SettingsConfigDict(
-        env_prefix="PASSWORD_",
-        env_file=".env",
-        env_file_encoding="utf-8",
-        extra="ignore",
-        frozen=True,
-        hide_input_in_errors=True,
-    )
+    model_config = _prefixed("PASSWORD_")
 
     hash_concurrency: int = Field(default=4, ge=1, le=256)
 
