@@ -5,6 +5,7 @@ Every function takes the ``AsyncSession`` first, flushes, and never commits.
 
 import builtins
 import uuid
+from dataclasses import dataclass
 
 from sqlalchemy import delete as sql_delete
 from sqlmodel import col
@@ -24,7 +25,17 @@ _NOT_NULL = ("name",)
 _NAMES = fastpath.column_names(Customer)
 _SELECT = f"SELECT {', '.join(_NAMES)} FROM customers"  # noqa: S608
 
-__all__ = ["MAX_PAGE_SIZE", "bulk_import", "create", "delete", "get", "list", "update"]
+__all__ = [
+    "MAX_PAGE_SIZE",
+    "ListQuery",
+    "bulk_import",
+    "create",
+    "delete",
+    "get",
+    "list",
+    "list_query",
+    "update",
+]
 
 
 @typed_errors
@@ -82,6 +93,28 @@ async def list(
     ``search`` matches a part of the name or email in any letter case, served by trigram
     indexes. A ``limit`` outside 1..``MAX_PAGE_SIZE`` raises ``InvalidInputError``.
     """
+    query = list_query(limit=limit, cursor=cursor, search=search)
+    found = await fastpath.fetch(db, query.sql, *query.args, read_only=True)
+    rows = fastpath.load_many(db, Customer, found)
+    if len(rows) <= limit:
+        return Page[Customer].model_construct(items=rows, next_cursor=None)
+    last = rows[limit - 1]
+    cursor_out = encode_cursor(last.created_at, last.id)
+    return Page[Customer].model_construct(items=rows[:limit], next_cursor=cursor_out)
+
+
+@dataclass(frozen=True, slots=True)
+class ListQuery:
+    """The statement that ``list`` sends for its arguments, and those arguments."""
+
+    sql: str
+    args: tuple[object, ...]
+
+
+def list_query(
+    *, limit: int = 50, cursor: str | None = None, search: str | None = None
+) -> ListQuery:
+    """Return the statement ``list`` sends for these arguments; refuse them as ``list`` does."""
     if not 1 <= limit <= MAX_PAGE_SIZE:
         raise InvalidInputError(f"must be between 1 and {MAX_PAGE_SIZE}", field="limit")
     args: builtins.list[object] = [limit + 1]
@@ -94,14 +127,7 @@ async def list(
         n = len(args)
         conditions.append(f"(name ILIKE ${n} ESCAPE '\\' OR email ILIKE ${n} ESCAPE '\\')")
     where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
-    sql = f"{_SELECT} {where} ORDER BY created_at, id LIMIT $1"
-    found = await fastpath.fetch(db, sql, *args, read_only=True)
-    rows = fastpath.load_many(db, Customer, found)
-    if len(rows) <= limit:
-        return Page[Customer].model_construct(items=rows, next_cursor=None)
-    last = rows[limit - 1]
-    cursor_out = encode_cursor(last.created_at, last.id)
-    return Page[Customer].model_construct(items=rows[:limit], next_cursor=cursor_out)
+    return ListQuery(f"{_SELECT} {where} ORDER BY created_at, id LIMIT $1", tuple(args))
 
 
 def _search_term(search: str) -> str:
