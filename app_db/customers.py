@@ -26,6 +26,7 @@ MAX_SEARCH_LENGTH = 200
 _NOT_NULL = ("name",)
 _NAMES = fastpath.column_names(Customer)
 _COLUMNS = ", ".join(_NAMES)
+_KEY_ONLY = ", ".join(name if name in ("created_at", "id") else "NULL" for name in _NAMES)
 _SELECT = f"SELECT {_COLUMNS} FROM customers"  # noqa: S608
 
 __all__ = [
@@ -104,8 +105,8 @@ async def list(
     found = await fastpath.fetch(db, query.sql, *query.args, read_only=True)
     rows: Sequence[fastpath.Row] = found
     stopped_at = None
-    if query.read_rows is not None:
-        if found and found[-1]["scanned"] == query.read_rows:
+    if query.marks_stop:
+        if found and not found[-1]["hit"]:
             stopped_at = found[-1]
         rows = [{name: row[name] for name in _NAMES} for row in found if row["hit"]]
     items = fastpath.load_many(db, Customer, rows)
@@ -133,8 +134,9 @@ class ListQuery:
 
     sql: str
     args: tuple[object, ...]
-    read_rows: int | None = None
-    """For a search: the most rows it reads in order; a row placed there marks a short page."""
+    marks_stop: bool = False
+    """Whether rows say if they match (``hit``), and a last one that does not marks where the
+    reading stopped."""
 
 
 def list_query(
@@ -164,8 +166,8 @@ def list_query(
     after = _AFTER.format(3, 4) if position else ""
     if _has_trigram(term):
         sql = _search_sql(after, SAMPLE_ROWS, SCAN_ROWS, INDEX_MATCHES)
-        return ListQuery(sql, args, read_rows=SCAN_ROWS)
-    return ListQuery(_read(after, SCAN_ROWS), args, read_rows=SCAN_ROWS)
+        return ListQuery(sql, args, marks_stop=True)
+    return ListQuery(_scan_sql(after, SCAN_ROWS), args, marks_stop=True)
 
 
 _AFTER = "(created_at, id) > (${}, ${})"
@@ -201,16 +203,29 @@ def _page_sql(after: str) -> str:
 
 @cache
 def _read(after: str, rows: int, gate: str = "") -> str:
-    """Read the next ``rows`` rows in order until $1 of them match.
+    """Read the next ``rows`` rows in order until $1 of them match; return the matches.
 
-    Each row says whether it matches (``hit``) and where it was read (``scanned``); the
-    matches come back, and the last row read when the reading stops there.
+    Matches have ``hit`` true. When fewer than $1 of the rows match and the reading stopped
+    short of the table's end, a row with ``hit`` false follows them: the key of the last row
+    read (its other columns are null).
     """
-    return (
-        f"SELECT * FROM (SELECT *, {_MATCH} AS hit, row_number() OVER ({_ORDER}) AS scanned "  # noqa: S608
-        f"FROM ({_SELECT} {_where(after, gate)} {_ORDER} LIMIT {rows}) AS next_rows) AS read "
-        f"WHERE hit OR scanned = {rows} {_ORDER} LIMIT $1"
-    )
+    rows_after = f"FROM customers {_where(after, gate)} {_ORDER}"
+    return f"""(
+WITH hits AS MATERIALIZED (
+    SELECT {_COLUMNS}, true AS hit
+    FROM ({_SELECT} {_where(after, gate)} {_ORDER} LIMIT {rows}) AS next_rows
+    WHERE {_MATCH} {_ORDER} LIMIT $1
+),
+last_read AS MATERIALIZED (SELECT created_at, id {rows_after} OFFSET {rows - 1} LIMIT 1)
+SELECT * FROM hits
+UNION ALL SELECT {_KEY_ONLY}, false FROM last_read
+WHERE (SELECT count(*) FROM hits) < $1
+)"""  # noqa: S608
+
+
+@cache
+def _scan_sql(after: str, rows: int) -> str:
+    return f"SELECT * FROM {_read(after, rows)} AS read {_ORDER}, hit DESC"  # noqa: S608
 
 
 # The share of rows whose name or email matches $2, estimated from the most common values and
@@ -254,8 +269,7 @@ route AS MATERIALIZED (
         ELSE 'index'
     END AS way
     FROM (
-        SELECT count(*) FILTER (WHERE hit) AS found,
-            count(*) FILTER (WHERE scanned = {sample_rows}) > 0 AS cut
+        SELECT count(*) FILTER (WHERE hit) AS found, count(*) FILTER (WHERE NOT hit) > 0 AS cut
         FROM sample
     ) AS counted
 ),
@@ -263,7 +277,7 @@ scan AS MATERIALIZED ({_read(after, scan_rows, gate=scan_chosen)}),
 scan_kept AS MATERIALIZED (
     SELECT {scan_chosen} AND (
         (SELECT count(*) FILTER (WHERE hit) FROM scan) >= $1
-        OR NOT EXISTS (SELECT FROM scan WHERE scanned = {scan_rows})
+        OR NOT EXISTS (SELECT FROM scan WHERE NOT hit)
         OR (SELECT common FROM estimate)
     ) AS kept
 ),
@@ -271,10 +285,10 @@ indexed AS MATERIALIZED (
     SELECT {_COLUMNS} FROM customers_matching($2)
     WHERE (SELECT way FROM route) <> 'sample' AND NOT (SELECT kept FROM scan_kept)
 )
-SELECT {_COLUMNS}, hit, 0 AS scanned FROM sample WHERE (SELECT way FROM route) = 'sample'
-UNION ALL SELECT {_COLUMNS}, hit, scanned FROM scan WHERE (SELECT kept FROM scan_kept)
-UNION ALL SELECT {_COLUMNS}, true, 0 FROM indexed {_where(after)}
-{_ORDER} LIMIT $1"""  # noqa: S608
+SELECT * FROM sample WHERE (SELECT way FROM route) = 'sample'
+UNION ALL SELECT * FROM scan WHERE (SELECT kept FROM scan_kept)
+UNION ALL SELECT {_COLUMNS}, true FROM indexed {_where(after)}
+{_ORDER}, hit DESC LIMIT $1"""  # noqa: S608
 
 
 def _search_term(search: str) -> str:

@@ -64,12 +64,13 @@ async def table_rows_read(raw: asyncpg.Connection) -> int:
 
 
 def parts_run(plan: dict[str, Any]) -> set[str]:
-    """The CTEs of the statement in which a scan ran."""
+    """The statement's outermost CTEs in which a scan ran."""
     run: set[str] = set()
 
     def visit(node: dict[str, Any], part: str) -> None:
         name = node.get("Subplan Name", "")
-        part = name.removeprefix("CTE ") if name.startswith("CTE ") else part
+        if name.startswith("CTE ") and not part:
+            part = name.removeprefix("CTE ")
         if node["Node Type"] in SCANS and node["Actual Loops"] > 0:
             run.add(part)
         for child in node.get("Plans", []):
@@ -166,7 +167,8 @@ async def test_a_term_without_trigrams_reads_at_most_scan_rows(
 
     _, read = await explain(db_session, customers.list_query(limit=1, search="qz"), plan_cache_mode)
 
-    assert read <= 1_000
+    # 1,000 rows, then the last one's key through the index, which visits these new rows again
+    assert read <= 2 * 1_000
 
 
 def small_table() -> list[str]:
@@ -271,3 +273,16 @@ async def test_a_term_without_trigrams_pages_through_bounded_reads(
         ["row 31 qz"],  # rows 24 to 33
         [],  # row 34, the last: no cursor
     ]
+
+
+async def test_a_match_on_the_last_row_read_ends_its_short_page(
+    db_session: AsyncSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(customers, "SCAN_ROWS", 10)
+    names = [f"row {i}" + (" qz" if i in (9, 31) else "") for i in range(35)]
+    await insert(db_session, names)
+
+    found, pages = await walk(db_session, limit=2, search="qz")
+
+    assert found == ["row 9 qz", "row 31 qz"]
+    assert [[c.name for c in page.items] for page in pages][:2] == [["row 9 qz"], []]
