@@ -3,8 +3,11 @@
 Every function takes the ``AsyncSession`` first, flushes, and never commits.
 """
 
-import builtins
+import re
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
 
 from sqlalchemy import delete as sql_delete
 from sqlmodel import col
@@ -22,9 +25,21 @@ MAX_PAGE_SIZE = 500
 MAX_SEARCH_LENGTH = 200
 _NOT_NULL = ("name",)
 _NAMES = fastpath.column_names(Customer)
-_SELECT = f"SELECT {', '.join(_NAMES)} FROM customers"  # noqa: S608
+_COLUMNS = ", ".join(_NAMES)
+_KEY_ONLY = ", ".join(name if name in ("created_at", "id") else "NULL" for name in _NAMES)
+_SELECT = f"SELECT {_COLUMNS} FROM customers"  # noqa: S608
 
-__all__ = ["MAX_PAGE_SIZE", "bulk_import", "create", "delete", "get", "list", "update"]
+__all__ = [
+    "MAX_PAGE_SIZE",
+    "ListQuery",
+    "bulk_import",
+    "create",
+    "delete",
+    "get",
+    "list",
+    "list_query",
+    "update",
+]
 
 
 @typed_errors
@@ -84,29 +99,201 @@ async def list(
 ) -> Page[Customer]:
     """Return a page of customers ordered by (created_at, id).
 
-    ``search`` matches a part of the name or email in any letter case, served by trigram
-    indexes. A ``limit`` outside 1..``MAX_PAGE_SIZE`` raises ``InvalidInputError``.
+    ``search`` matches a part of the name or email in any letter case. A ``limit`` outside
+    1..``MAX_PAGE_SIZE`` raises ``InvalidInputError``. A call reads a bounded number of rows
+    (see ``list_query``), so a search page may hold fewer than ``limit`` customers, even none,
+    and still have a ``next_cursor``: when the term has no trigram (no three letters or digits
+    in a row, like ``"qz"``), or is common in the table but rare after the cursor. Page on
+    until ``next_cursor`` is ``None``.
+    """
+    query = list_query(limit=limit, cursor=cursor, search=search)
+    found = await fastpath.fetch(db, query.sql, *query.args, read_only=True)
+    rows: Sequence[fastpath.Row] = found
+    stopped_at = None
+    if query.marks_stop:
+        if found and not found[-1]["hit"]:
+            stopped_at = found[-1]
+        rows = [{name: row[name] for name in _NAMES} for row in found if row["hit"]]
+    items = fastpath.load_many(db, Customer, rows)
+    if len(items) > limit:
+        last = items[limit - 1]
+        cursor_out = encode_cursor(last.created_at, last.id)
+        return Page[Customer].model_construct(items=items[:limit], next_cursor=cursor_out)
+    if stopped_at is not None:
+        cursor_out = encode_cursor(stopped_at["created_at"], stopped_at["id"])
+        return Page[Customer].model_construct(items=items, next_cursor=cursor_out)
+    return Page[Customer].model_construct(items=items, next_cursor=None)
+
+
+SAMPLE_ROWS = 1_000
+"""Rows after the cursor that a search reads first, in order, before any index."""
+SCAN_ROWS = 5_000
+"""Most rows after the cursor that a search reads in order."""
+INDEX_MATCHES = 10_000
+"""Most matches, by the planner's statistics, that a search fetches through the indexes."""
+
+
+@dataclass(frozen=True, slots=True)
+class ListQuery:
+    """The statement that ``list`` sends for its arguments, and those arguments."""
+
+    sql: str
+    args: tuple[object, ...]
+    marks_stop: bool = False
+    """Whether rows say if they match (``hit``), and a last one that does not marks where the
+    reading stopped."""
+
+
+def list_query(
+    *, limit: int = 50, cursor: str | None = None, search: str | None = None
+) -> ListQuery:
+    """Return the statement ``list`` sends for these arguments; refuse them as ``list`` does.
+
+    A search reads the ``SAMPLE_ROWS`` rows after the cursor in order, and stops as soon as
+    it has a page: that serves common terms. With too few matches there, it reads on in
+    order, up to ``SCAN_ROWS`` rows, when the sample's share of matches predicts a page
+    within them, or when the planner's statistics count more than ``INDEX_MATCHES`` matches
+    in the table. Otherwise, or when reading on falls short for a term the statistics call
+    rare, the trigram indexes fetch every match and the page is sorted from them. A common
+    term that reading on finds too few of gets a short page whose cursor follows the last row
+    read. The statement makes these choices itself, as it runs, so a generic plan of the
+    prepared statement serves every term as well as a custom plan would. A term without
+    trigrams, which the indexes cannot serve, reads at most ``SCAN_ROWS`` rows in order.
     """
     if not 1 <= limit <= MAX_PAGE_SIZE:
         raise InvalidInputError(f"must be between 1 and {MAX_PAGE_SIZE}", field="limit")
-    args: builtins.list[object] = [limit + 1]
-    conditions = []
-    if cursor is not None:
-        args.extend(decode_cursor(cursor))
-        conditions.append(f"(created_at, id) > (${len(args) - 1}, ${len(args)})")
-    if search:
-        args.append(f"%{_escape_like(_search_term(search))}%")
-        n = len(args)
-        conditions.append(f"(name ILIKE ${n} ESCAPE '\\' OR email ILIKE ${n} ESCAPE '\\')")
-    where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
-    sql = f"{_SELECT} {where} ORDER BY created_at, id LIMIT $1"
-    found = await fastpath.fetch(db, sql, *args, read_only=True)
-    rows = fastpath.load_many(db, Customer, found)
-    if len(rows) <= limit:
-        return Page[Customer].model_construct(items=rows, next_cursor=None)
-    last = rows[limit - 1]
-    cursor_out = encode_cursor(last.created_at, last.id)
-    return Page[Customer].model_construct(items=rows[:limit], next_cursor=cursor_out)
+    position = decode_cursor(cursor) if cursor is not None else ()
+    if not search:
+        sql = _page_sql(_AFTER.format(2, 3) if position else "")
+        return ListQuery(sql, (limit + 1, *position))
+    term = _search_term(search)
+    args = (limit + 1, f"%{_escape_like(term)}%", *position)
+    after = _AFTER.format(3, 4) if position else ""
+    if _has_trigram(term):
+        sql = _search_sql(after, SAMPLE_ROWS, SCAN_ROWS, INDEX_MATCHES)
+        return ListQuery(sql, args, marks_stop=True)
+    return ListQuery(_scan_sql(after, SCAN_ROWS), args, marks_stop=True)
+
+
+_AFTER = "(created_at, id) > (${}, ${})"
+_ORDER = "ORDER BY created_at, id"
+_MATCH = "(name ILIKE $2 OR email ILIKE $2)"  # backslash, LIKE's default escape, escapes $2
+_WORDS = re.compile(r"[^\W_]+")
+
+
+def _has_trigram(term: str) -> bool:
+    """Return whether pg_trgm takes a trigram from the pattern ``%term%``.
+
+    pg_trgm reads runs of letters and digits ("words"); a word bounded by another character
+    gets two blanks before it or one after it, and a trigram needs three characters in all.
+    """
+    return any(
+        2 * (word.start() > 0) + len(word.group()) + (word.end() < len(term)) >= 3
+        for word in _WORDS.finditer(term)
+    )
+
+
+def _where(*conditions: str) -> str:
+    present = [c for c in conditions if c]
+    return f"WHERE {' AND '.join(present)}" if present else ""
+
+
+# The statements below are built from constants and column names only.
+
+
+@cache
+def _page_sql(after: str) -> str:
+    return f"{_SELECT} {_where(after)} {_ORDER} LIMIT $1"
+
+
+@cache
+def _read(after: str, rows: int, gate: str = "") -> str:
+    """Read the next ``rows`` rows in order until $1 of them match; return the matches.
+
+    Matches have ``hit`` true. When fewer than $1 of the rows match and the reading stopped
+    short of the table's end, a row with ``hit`` false follows them: the key of the last row
+    read (its other columns are null).
+    """
+    rows_after = f"FROM customers {_where(after, gate)} {_ORDER}"
+    return f"""(
+WITH hits AS MATERIALIZED (
+    SELECT {_COLUMNS}, true AS hit
+    FROM ({_SELECT} {_where(after, gate)} {_ORDER} LIMIT {rows}) AS next_rows
+    WHERE {_MATCH} {_ORDER} LIMIT $1
+),
+last_read AS MATERIALIZED (SELECT created_at, id {rows_after} OFFSET {rows - 1} LIMIT 1)
+SELECT * FROM hits
+UNION ALL SELECT {_KEY_ONLY}, false FROM last_read
+WHERE (SELECT count(*) FROM hits) < $1
+)"""  # noqa: S608
+
+
+@cache
+def _scan_sql(after: str, rows: int) -> str:
+    return f"SELECT * FROM {_read(after, rows)} AS read {_ORDER}, hit DESC"  # noqa: S608
+
+
+# The share of rows whose name or email matches $2, estimated from the most common values and
+# the histogram that ANALYZE keeps for each column, much as the planner estimates a constant
+# pattern. Without statistics the share is 0.
+_STATISTICS_SHARE = """
+SELECT coalesce(sum(
+    coalesce((
+        SELECT sum(f) FROM unnest(s.most_common_vals::text::text[], s.most_common_freqs)
+            AS common(v, f)
+        WHERE v ILIKE $2
+    ), 0)::float8
+    + (1 - s.null_frac - coalesce((SELECT sum(f) FROM unnest(s.most_common_freqs) AS f), 0))
+    * coalesce((
+        SELECT avg((v ILIKE $2)::int) FROM unnest(s.histogram_bounds::text::text[]) AS v
+    ), 0)::float8
+), 0)
+FROM pg_stats AS s
+WHERE s.tablename = 'customers' AND s.attname IN ('name', 'email') AND NOT s.inherited
+    AND s.schemaname = (
+        SELECT nspname FROM pg_namespace
+        WHERE oid = (SELECT relnamespace FROM pg_class WHERE oid = 'customers'::regclass)
+    )
+"""
+
+
+@cache
+def _search_sql(after: str, sample_rows: int, scan_rows: int, index_matches: int) -> str:
+    scan_chosen = "(SELECT way FROM route) = 'scan'"
+    return f"""
+WITH sample AS MATERIALIZED ({_read(after, sample_rows)}),
+estimate AS MATERIALIZED (
+    SELECT ({_STATISTICS_SHARE}) * greatest(reltuples, 0) > {index_matches} AS common
+    FROM pg_class WHERE oid = 'customers'::regclass
+),
+route AS MATERIALIZED (
+    SELECT CASE
+        WHEN found >= $1 OR NOT cut THEN 'sample'
+        WHEN $1 * {sample_rows} <= found * {scan_rows} THEN 'scan'
+        WHEN (SELECT common FROM estimate) THEN 'scan'
+        ELSE 'index'
+    END AS way
+    FROM (
+        SELECT count(*) FILTER (WHERE hit) AS found, count(*) FILTER (WHERE NOT hit) > 0 AS cut
+        FROM sample
+    ) AS counted
+),
+scan AS MATERIALIZED ({_read(after, scan_rows, gate=scan_chosen)}),
+scan_kept AS MATERIALIZED (
+    SELECT {scan_chosen} AND (
+        (SELECT count(*) FILTER (WHERE hit) FROM scan) >= $1
+        OR NOT EXISTS (SELECT FROM scan WHERE NOT hit)
+        OR (SELECT common FROM estimate)
+    ) AS kept
+),
+indexed AS MATERIALIZED (
+    SELECT {_COLUMNS} FROM customers_matching($2)
+    WHERE (SELECT way FROM route) <> 'sample' AND NOT (SELECT kept FROM scan_kept)
+)
+SELECT * FROM sample WHERE (SELECT way FROM route) = 'sample'
+UNION ALL SELECT * FROM scan WHERE (SELECT kept FROM scan_kept)
+UNION ALL SELECT {_COLUMNS}, true FROM indexed {_where(after)}
+{_ORDER}, hit DESC LIMIT $1"""  # noqa: S608
 
 
 def _search_term(search: str) -> str:

@@ -20,7 +20,7 @@ import asyncpg
 from app_db import create_engine, create_sessionmaker
 from app_db.testing import settings_for
 from app_db.testing.server import find_test_server
-from bench import suite
+from bench import search, suite
 from bench.database import create_database, describe_server, plain_dsn, seed
 from bench.harness import Series, latencies, percentile, throughput
 from bench.lookups import WORKLOADS
@@ -41,6 +41,7 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--json", type=Path, default=Path("bench/results/latest.json"))
     parser.add_argument("--skip-suite", action="store_true", help="skip workload 6")
     parser.add_argument("--skip-bulk", action="store_true", help="skip workload 5")
+    parser.add_argument("--skip-search", action="store_true", help="skip workload 7")
     args = parser.parse_args()
     if args.smoke:
         args.rounds, args.ops = 1, 60
@@ -179,6 +180,7 @@ def print_report(report: dict[str, Any]) -> None:
             f"{ratio:>10} {r['peak_growth_mb']:7.1f} MB\n"
         )
     del reference
+    search.print_rows(report["search"])
     if "suite" in report:
         s = report["suite"]
         out(f"\ntest isolation: {s['fixture_overhead_ms']:.2f} ms per test")
@@ -203,6 +205,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "rounds": args.rounds,
                 "lookups": await lookups(plain_dsn(url), settings, data, args),
                 "bulk": [] if args.skip_bulk else bulk(plain_dsn(url), args),
+                "search": [] if args.skip_search else await search.run(server, smoke=args.smoke),
             }
         finally:
             await server.drop_database(url)

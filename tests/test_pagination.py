@@ -3,8 +3,10 @@
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_db import customers
@@ -13,11 +15,11 @@ from app_db.models import Customer, CustomerCreate
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-async def walk_ids(db: AsyncSession, limit: int) -> list[object]:
+async def walk_ids(db: AsyncSession, limit: int, search: str | None = None) -> list[object]:
     seen: list[object] = []
     cursor = None
     while True:
-        page = await customers.list(db, limit=limit, cursor=cursor)
+        page = await customers.list(db, limit=limit, cursor=cursor, search=search)
         seen.extend(c.id for c in page.items)
         if page.next_cursor is None:
             return seen
@@ -49,6 +51,66 @@ async def test_pages_never_skip_or_repeat(
         expected = [r.id for r in sorted(rows, key=lambda r: (r.created_at, r.id))]
 
         assert await walk_ids(db_session, limit) == expected
+    finally:
+        await savepoint.rollback()
+
+
+SEARCH_ALPHABET = "aAb%_\\ "
+WORDS = ["", "", "a", "Ab", "b%a", "_\\", "a b", "aba", "bAb a"]
+TERMS = ["a", "ab", "ba", "%", "_", "\\", "aba", "a b", "b a", "Ab%"]
+
+
+@settings(
+    max_examples=80,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.sampled_from(WORDS) | st.text(SEARCH_ALPHABET, max_size=6),
+            st.integers(min_value=0, max_value=5),
+        ),
+        min_size=10,
+        max_size=60,
+    ),
+    term=st.sampled_from(TERMS) | st.text(SEARCH_ALPHABET, min_size=1, max_size=3),
+    limit=st.integers(min_value=1, max_value=7),
+    plan_cache_mode=st.sampled_from(["force_custom_plan", "force_generic_plan"]),
+)
+async def test_search_pages_never_skip_or_repeat(
+    db_session: AsyncSession,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    rows: list[tuple[str, int]],
+    term: str,
+    limit: int,
+    plan_cache_mode: str,
+) -> None:
+    # Budgets this small take every way of searching: the sample, reading on in order, the
+    # trigram indexes, and bounded reads with short pages, for terms without trigrams or
+    # common ones.
+    monkeypatch.setattr(customers, "SAMPLE_ROWS", 2)
+    monkeypatch.setattr(customers, "SCAN_ROWS", 12)
+    monkeypatch.setattr(customers, "INDEX_MATCHES", 3)
+    savepoint = await db_session.begin_nested()
+    try:
+        connection = await db_session.connection()
+        await connection.execute(text(f"SET LOCAL plan_cache_mode = {plan_cache_mode}"))
+        added = [
+            Customer.model_validate(
+                CustomerCreate(name=f"<{name}>"),
+                update={"created_at": BASE + timedelta(seconds=s)},
+            )
+            for name, s in rows
+        ]
+        db_session.add_all(added)
+        await db_session.flush()
+        await connection.execute(text("ANALYZE customers"))
+        ordered = sorted(added, key=lambda r: (r.created_at, r.id))
+        expected = [r.id for r in ordered if term.lower() in r.name.lower()]
+
+        assert await walk_ids(db_session, limit, term) == expected
     finally:
         await savepoint.rollback()
 
