@@ -327,7 +327,8 @@ def test_pytest_still_runs_where_app_db_is_installed_without_pytest_asyncio(
     )
 
     assert "1 passed, 1 error" in out
+    assert "app_db's async fixtures need a test runner: mark the test @pytest.mark.anyio" in out
+
     out = run(bin_dir / "app-db", "dev", cwd=tmp_path, env=environment(), expect=1)
     assert out.startswith("app-db: app-db dev needs app-db[dev] (missing: fastapi")
     assert len(out.strip().splitlines()) == 1
-    assert "app_db's async fixtures need a test runner: mark the test @pytest.mark.anyio" in out
