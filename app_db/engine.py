@@ -11,9 +11,11 @@ from sqlalchemy.pool import NullPool
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_db import replica
+from app_db.coalesce import COALESCE
 from app_db.errors import translated_errors
-from app_db.fastpath import DRIVER_READS, TURN_SLOTS
+from app_db.fastpath import DRIVER_READS
 from app_db.settings import Settings, load_settings
+from app_db.turns import TURN_SLOTS
 
 
 def create_engine(settings: Settings | None = None, **engine_options: Any) -> AsyncEngine:
@@ -35,7 +37,10 @@ def create_engine(settings: Settings | None = None, **engine_options: Any) -> As
         "connect_args": settings.connect_args(),
         # Behind PgBouncer, reads go through SQLAlchemy inside a transaction, never as a
         # bare prepared statement that PgBouncer could hand to another server connection.
-        "execution_options": {DRIVER_READS: not settings.database_pgbouncer},
+        "execution_options": {
+            DRIVER_READS: not settings.database_pgbouncer,
+            COALESCE: 0 if settings.database_pgbouncer else settings.database_coalesce_max_batch,
+        },
     }
     options.update(engine_options)
     if options.get("poolclass") is NullPool:

@@ -10,14 +10,11 @@ first statement), a statement sent here runs on its own, in autocommit, like any
 statement: it costs no BEGIN round trip and it sees all committed data.
 """
 
-import asyncio
-import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from functools import cache
 from typing import Any, Protocol, TypeVar
 
 import asyncpg
-from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.orm import class_mapper
 from sqlalchemy.orm.attributes import set_committed_value
@@ -29,13 +26,14 @@ from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_db.errors import DISCONNECTS as _DISCONNECTS
-from app_db.errors import DatabaseUnavailableError, PoolTimeoutError, typed_error
+from app_db.errors import DatabaseUnavailableError, typed_error
 from app_db.replica import replica_of
+from app_db.turns import fair_turn
 
 DRIVER_READS = "app_db_driver_reads"
-TURN_SLOTS = "app_db_turn_slots"
 
 M = TypeVar("M", bound=SQLModel)
+T = TypeVar("T")
 
 
 class Row(Protocol):
@@ -59,20 +57,9 @@ async def fetch(
     """
     if db.new or db.dirty or db.deleted:
         await db.flush()
-    bind = db.bind
-    if isinstance(bind, AsyncEngine) and not _holds_connection(db) and _read_committed(bind):
-        replica = replica_of(bind) if read_only else None
-        if replica is not None and replica.usable:
-            try:
-                rows = await _on_engine(replica.engine, sql, args)
-            except Exception as exc:
-                if not isinstance(typed_error(exc), DatabaseUnavailableError):
-                    raise
-                replica.failed(exc)  # the read goes to the primary below
-            else:
-                replica.answered()
-                return rows
-        return await _on_engine(bind, sql, args)
+    engine = borrowable(db)
+    if engine is not None:
+        return await on_engines(engine, lambda chosen: run_borrowed(chosen, sql, args), read_only)
     connection = await db.connection()
     sync = connection.sync_connection
     assert sync is not None
@@ -86,7 +73,40 @@ async def fetch(
         raise
 
 
-async def _on_engine(engine: AsyncEngine, sql: str, args: tuple[object, ...]) -> Sequence[Row]:
+def borrowable(db: AsyncSession) -> AsyncEngine | None:
+    """Return the engine a read may borrow a connection of, or ``None`` to use the session's.
+
+    That is when the session holds no connection yet, is bound to an engine, and reads at
+    READ COMMITTED (flush pending changes first: they need the session's connection).
+    """
+    bind = db.bind
+    if isinstance(bind, AsyncEngine) and not _holds_connection(db) and _read_committed(bind):
+        return bind
+    return None
+
+
+async def on_engines(
+    primary: AsyncEngine,
+    read: Callable[[AsyncEngine], Awaitable[T]],
+    read_only: bool,  # noqa: FBT001 - mirrors fetch's keyword
+) -> T:
+    """Run a borrowed read on the replica when it is usable, else (or when it fails) the primary."""
+    replica = replica_of(primary) if read_only else None
+    if replica is not None and replica.usable:
+        try:
+            result = await read(replica.engine)
+        except Exception as exc:
+            if not isinstance(typed_error(exc), DatabaseUnavailableError):
+                raise
+            replica.failed(exc)  # the read goes to the primary below
+        else:
+            replica.answered()
+            return result
+    return await read(primary)
+
+
+async def run_borrowed(engine: AsyncEngine, sql: str, args: tuple[object, ...]) -> Sequence[Row]:
+    """Run one statement on a connection borrowed from ``engine``'s pool for it alone."""
     if not engine.sync_engine.get_execution_options().get(DRIVER_READS, True):
         async with engine.connect() as borrowed:
             return await _through_sqlalchemy(borrowed, sql, args)
@@ -100,7 +120,7 @@ async def _borrowed(engine: AsyncEngine, sql: str, args: tuple[object, ...]) -> 
     so one retry on a fresh connection hides a connection the server dropped while idle.
     """
     for attempt in (1, 2):
-        async with _fair_turn(engine):
+        async with fair_turn(engine):
             pooled = await engine.raw_connection()
             try:
                 rows = await _on_driver(pooled.driver_connection, sql, args)
@@ -144,70 +164,6 @@ async def _through_sqlalchemy(
 ) -> Sequence[Row]:
     result = await connection.exec_driver_sql(sql, args)
     return list(result.mappings())
-
-
-class _Turn:
-    """Queue borrowers first come, first served, at most as many as the pool holds.
-
-    SQLAlchemy's pool lets a newcomer take a connection that a waiting task was about to get,
-    which under load leaves some requests waiting far longer than the rest (the p99 latency).
-    A wait is bounded by the pool's own timeout.
-    """
-
-    __slots__ = ("_semaphore", "_timeout")
-
-    def __init__(self, slots: int, timeout: float) -> None:
-        self._semaphore = asyncio.Semaphore(slots)
-        self._timeout = timeout
-
-    async def __aenter__(self) -> None:
-        if not self._semaphore.locked():
-            await self._semaphore.acquire()  # a free turn: no timer to arm and cancel
-            return
-        try:
-            async with asyncio.timeout(self._timeout):
-                await self._semaphore.acquire()
-        except TimeoutError:
-            message = "no pooled connection became free within the pool timeout"
-            raise PoolTimeoutError(message) from None
-
-    async def __aexit__(self, *_: object) -> None:
-        self._semaphore.release()
-
-
-class _NoTurn:
-    __slots__ = ()
-
-    async def __aenter__(self) -> None:
-        return None
-
-    async def __aexit__(self, *_: object) -> None:
-        return None
-
-
-_NO_TURN = _NoTurn()
-_turns: "weakref.WeakKeyDictionary[Engine, dict[asyncio.AbstractEventLoop, _Turn | _NoTurn]]"
-_turns = weakref.WeakKeyDictionary()
-
-
-def _fair_turn(engine: AsyncEngine) -> _Turn | _NoTurn:
-    per_loop = _turns.get(engine.sync_engine)
-    if per_loop is None:
-        per_loop = _turns[engine.sync_engine] = {}
-    loop = asyncio.get_running_loop()
-    turn = per_loop.get(loop)
-    if turn is None:
-        turn = per_loop[loop] = _new_turn(engine)
-    return turn
-
-
-def _new_turn(engine: AsyncEngine) -> _Turn | _NoTurn:
-    """Size the queue by the connection cap ``create_engine`` recorded; none for other pools."""
-    pool = engine.sync_engine.pool
-    slots = engine.sync_engine.get_execution_options().get(TURN_SLOTS)
-    if not isinstance(pool, QueuePool) or not isinstance(slots, int):
-        return _NO_TURN
-    return _Turn(slots, pool.timeout())
 
 
 def _holds_connection(db: AsyncSession) -> bool:

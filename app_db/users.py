@@ -9,7 +9,7 @@ from pydantic import SecretStr, TypeAdapter
 from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app_db import fastpath, sessions
+from app_db import coalesce, fastpath, sessions
 from app_db.errors import InvalidInputError, NotFoundError, row_required, typed_errors
 from app_db.models import User, UserCreate, UserUpdate
 from app_db.models.types import EMAIL_MAX_LENGTH, normalize_email
@@ -19,7 +19,10 @@ from app_db.validation import validated, validated_value
 
 _PASSWORD = TypeAdapter(Password)
 _USER_NAMES = fastpath.column_names(User)
-_BY_EMAIL_SQL = f"SELECT {', '.join(_USER_NAMES)} FROM users WHERE lower(email) = lower($1)"  # noqa: S608
+_BY_EMAIL = coalesce.by_key(
+    "users.email", "users", _USER_NAMES, "lower(t.email) = lower({})", "text"
+)
+_BY_ID = coalesce.by_key("users.id", "users", _USER_NAMES, "t.id = {}", "uuid")
 
 
 @typed_errors
@@ -39,8 +42,8 @@ async def create(db: AsyncSession, data: UserCreate) -> User:
 
 @typed_errors
 async def get(db: AsyncSession, user_id: uuid.UUID) -> User | None:
-    """Return the user with this id, or ``None``."""
-    return await db.get(User, user_id)
+    """Return the user with this id, or ``None``; the user joins the session, as ``db.get``."""
+    return await coalesce.get_into(db, User, _BY_ID, user_id)
 
 
 @typed_errors
@@ -49,7 +52,7 @@ async def get_by_email(db: AsyncSession, email: str) -> User | None:
     lookup = _lookup_form(email)
     if lookup is None:
         return None
-    row = await fastpath.fetchrow(db, _BY_EMAIL_SQL, lookup, read_only=True)
+    row = await coalesce.fetchrow(db, _BY_EMAIL, lookup, read_only=True)
     return None if row is None else fastpath.load(db, User, dict(row.items()))
 
 

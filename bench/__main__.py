@@ -17,7 +17,7 @@ from typing import Any
 
 import asyncpg
 
-from app_db import create_engine, create_sessionmaker
+from app_db import coalesce, create_engine, create_sessionmaker
 from app_db.testing import settings_for
 from app_db.testing.server import find_test_server
 from bench import search, suite
@@ -77,16 +77,24 @@ async def _lookups(
         for concurrency in (1, 32):
             total = args.ops if concurrency > 1 else max(args.ops // 3, 20)
             series = {v: Series() for v in VARIANTS}
+            seen_before = _batches(engine)
             for _ in range(args.rounds):
                 for variant in VARIANTS:
                     operation = getattr(variants, variant)
                     series[variant].values.append(
                         await throughput(operation, total=total, concurrency=concurrency)
                     )
-            results.append(summary(name, f"c={concurrency}, {label}", series))
+            row = summary(name, f"c={concurrency}, {label}", series)
+            row["batches"] = _batches(engine)[len(seen_before) :]
+            results.append(row)
         if name == "sessions.validate":
             results.append(await latency(variants, args, label))
     return results
+
+
+def _batches(engine: Any) -> list[int]:
+    """Return the sizes of every coalesced batch sent on ``engine`` so far, in order."""
+    return [size for sizes in coalesce.batch_sizes(engine).values() for size in sizes]
 
 
 async def latency(variants: Any, args: argparse.Namespace, label: str) -> dict[str, Any]:
@@ -159,6 +167,12 @@ def print_report(report: dict[str, Any]) -> None:
                 f"{ratio['lib']:6.2f} {ops['orm']:8.0f} {ratio['orm']:6.2f}  "
                 f"{low_high[0]:.0f}..{low_high[1]:.0f}\n"
             )
+            if row.get("batches"):
+                sizes = row["batches"]
+                out(
+                    f"{'':30} {'  coalesced batches':32} {len(sizes):8d} of mean size "
+                    f"{sum(sizes) / len(sizes):.1f}, largest {max(sizes)}\n"
+                )
         else:
             out(
                 f"{row['workload']:30} {row['measure']:32} "
