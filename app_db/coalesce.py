@@ -25,10 +25,12 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_db import fastpath
 from app_db.errors import typed_error
+from app_db.replica import replica_of
 
 COALESCE = "app_db_coalesce_max_batch"
 """The engine execution option that ``create_engine`` sets: the largest batch, 0 for none."""
 BATCHES_IN_FLIGHT = 4
+SPLIT_FROM = 8
 M = TypeVar("M", bound=SQLModel)
 
 
@@ -41,6 +43,8 @@ class Lookup:
     """``$1`` is the key."""
     batch_sql: str
     """``$1`` is the array of keys; each row carries ``n``, its key's 1-based position."""
+    args: tuple[object, ...] = ()
+    """The same further arguments of both statements, from ``$2`` on."""
 
 
 def by_key(name: str, table: str, columns: Sequence[str], key: str, key_type: str) -> Lookup:
@@ -94,19 +98,41 @@ class _Batcher:
 
     async def _send(self, batch: list[tuple[object, asyncio.Future[Any]]]) -> None:
         self.sizes.append(len(batch))
-        keys = [key for key, _ in batch]
+        lookup = self._lookup
         try:
-            rows = await fastpath.run_borrowed(self._engine, self._lookup.batch_sql, (keys,))
+            if len(batch) == 1:  # the one-key statement: a plan of its own, no array
+                rows = await fastpath.run_borrowed(
+                    self._engine, lookup.one_sql, (batch[0][0], *lookup.args)
+                )
+                found = {1: rows[0]} if rows else {}
+            else:
+                keys = [key for key, _ in batch]
+                rows = await fastpath.run_borrowed(
+                    self._engine, lookup.batch_sql, (keys, *lookup.args)
+                )
+                found = {row["n"]: row for row in rows}
         except Exception as exc:  # every caller gets it, typed
             for _, future in batch:
                 if not future.done():
                     future.set_exception(_typed(exc))
             return
-        found = {row["n"]: row for row in rows}
-        for n, (_, future) in enumerate(batch, 1):
-            if not future.done():
-                row = found.get(n)
-                future.set_result(None if row is None else _without_n(row))
+        if self._in_flight > 1 or len(batch) < SPLIT_FROM:
+            _answer(batch, found, 1)
+            return
+        # The only batch in flight: half its callers resume now and half a loop turn later.
+        # The first half's next lookups then go out as a batch while the second half still
+        # runs, so the server and this process work at the same time instead of in turn.
+        half = len(batch) // 2
+        _answer(batch[:half], found, 1)
+        asyncio.get_running_loop().call_soon(_answer, batch[half:], found, half + 1)
+
+
+def _answer(
+    batch: list[tuple[object, asyncio.Future[Any]]], found: dict[int, Any], first: int
+) -> None:
+    for n, (_, future) in enumerate(batch, first):
+        if not future.done():
+            future.set_result(found.get(n))
 
 
 def _typed(error: Exception) -> BaseException:
@@ -117,33 +143,42 @@ def _typed(error: Exception) -> BaseException:
     return typed
 
 
-def _without_n(row: fastpath.Row) -> dict[str, Any]:
-    return {name: value for name, value in row.items() if name != "n"}
+_PerLoop = weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, "_Batcher | None"]]
+_batchers: weakref.WeakKeyDictionary[Engine, _PerLoop] = weakref.WeakKeyDictionary()
+_last: list[tuple[Any, Any, dict[str, "_Batcher | None"]]] = []
+"""The last engine and loop asked for, weakly, and their batchers: most calls ask for them."""
 
 
-_batchers: "weakref.WeakKeyDictionary[Engine, dict[asyncio.AbstractEventLoop, dict[str, _Batcher]]]"
-_batchers = weakref.WeakKeyDictionary()
+def _of(engine: Engine) -> dict[str, "_Batcher | None"]:
+    loop = asyncio.get_running_loop()
+    if _last:
+        engine_ref, loop_ref, found = _last[0]
+        if engine_ref() is engine and loop_ref() is loop:
+            return found
+    per_loop = _batchers.get(engine)
+    if per_loop is None:
+        per_loop = _batchers[engine] = weakref.WeakKeyDictionary()
+    found = per_loop.setdefault(loop, {})
+    _last[:] = [(weakref.ref(engine), weakref.ref(loop), found)]
+    return found
 
 
 def batch_sizes(engine: AsyncEngine) -> dict[str, list[int]]:
     """Return the sizes of the batches each lookup sent on ``engine`` in the running loop."""
-    per_loop = _batchers.get(engine.sync_engine, {})
-    return {
-        name: found.sizes for name, found in per_loop.get(asyncio.get_running_loop(), {}).items()
-    }
+    found = _of(engine.sync_engine)
+    return {name: kind.sizes for name, kind in found.items() if kind is not None}
 
 
 def batcher(engine: AsyncEngine, lookup: Lookup) -> _Batcher | None:
     """Return the running loop's batcher of ``lookup`` on ``engine``, or ``None`` when off."""
-    max_batch = engine.sync_engine.get_execution_options().get(COALESCE, 0)
-    if not max_batch:
-        return None
-    per_loop = _batchers.setdefault(engine.sync_engine, {})
-    per_lookup = per_loop.setdefault(asyncio.get_running_loop(), {})
-    found = per_lookup.get(lookup.name)
-    if found is None:
-        found = per_lookup[lookup.name] = _Batcher(engine, lookup, max_batch)
-    return found
+    per_lookup = _of(engine.sync_engine)
+    try:
+        return per_lookup[lookup.name]
+    except KeyError:
+        max_batch = engine.sync_engine.get_execution_options().get(COALESCE, 0)
+        found = _Batcher(engine, lookup, max_batch) if max_batch else None
+        per_lookup[lookup.name] = found
+        return found
 
 
 async def fetchrow(
@@ -152,17 +187,23 @@ async def fetchrow(
     """Return the row for ``key``: in a batch when the session may borrow, else on its own."""
     if not (db.new or db.dirty or db.deleted):
         engine = fastpath.borrowable(db)
-        if engine is not None and batcher(engine, lookup) is not None:
-            return await fastpath.on_engines(
-                engine, lambda chosen: _get(chosen, lookup, key), read_only
-            )
-    return await fastpath.fetchrow(db, lookup.one_sql, key, read_only=read_only)
+        if engine is not None:
+            found = batcher(engine, lookup)
+            if found is not None and not (read_only and replica_of(engine)):
+                return await found.get(key)
+            if found is not None:
+                return await fastpath.on_engines(
+                    engine, lambda chosen: _get(chosen, lookup, key), read_only
+                )
+    return await fastpath.fetchrow(db, lookup.one_sql, key, *lookup.args, read_only=read_only)
 
 
 async def _get(engine: AsyncEngine, lookup: Lookup, key: object) -> fastpath.Row | None:
     found = batcher(engine, lookup)
     if found is None:  # a replica engine built without coalescing
-        rows: Sequence[fastpath.Row] = await fastpath.run_borrowed(engine, lookup.one_sql, (key,))
+        rows: Sequence[fastpath.Row] = await fastpath.run_borrowed(
+            engine, lookup.one_sql, (key, *lookup.args)
+        )
         return rows[0] if rows else None
     return await found.get(key)
 
@@ -176,7 +217,7 @@ async def get_into(db: AsyncSession, model: type[M], lookup: Lookup, key: object
     row = await fetchrow(db, lookup, key)
     if row is None:
         return None
-    instance = fastpath.load(db, model, dict(row.items()))
+    instance = fastpath.load(db, model, row)
     if instance not in db:
         db.add(instance)  # persistent already: it joins the session, with no INSERT
     return instance

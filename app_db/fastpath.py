@@ -198,43 +198,46 @@ async def fetchrow(
     return rows[0] if rows else None
 
 
-def load(db: AsyncSession, model: type[M], values: dict[str, Any]) -> M:
+def load(db: AsyncSession, model: type[M], row: Row) -> M:
     """Return an instance for a row: the session's own when it holds one, else a detached one.
 
     The session's instance gets the row's values as its committed state, as
     ``populate_existing`` would. A new instance is built without validation (the row comes
     from our own schema) in about a microsecond: it is persistent but detached, so reading it
     costs nothing more, and ``db.add(instance)`` makes later changes to it flush as UPDATEs.
+    A row may hold more than the model's columns; only the columns are read.
     """
-    return load_many(db, model, [values])[0]
+    return load_values(db, model, {name: row[name] for name in column_names(model)})
 
 
 def load_many(db: AsyncSession, model: type[M], rows: Sequence[Row]) -> list[M]:
     """Return instances for many rows (mappings of column name to value), as ``load`` does."""
+    columns = column_names(model)
+    return [load_values(db, model, {name: row[name] for name in columns}) for row in rows]
+
+
+def load_values(db: AsyncSession, model: type[M], values: dict[str, Any]) -> M:
+    """Return an instance for exactly the model's column values, as ``load`` does.
+
+    A new instance takes ``values`` as its ``__dict__``: the caller hands the dict over.
+    """
+    manager, primary_key, names = _shape(model)
+    key = (model, tuple([values[name] for name in primary_key]), None)
     identity_map = db.sync_session.identity_map
-    manager = _manager(model)
-    primary_key = _primary_key(model)
-    names = set(column_names(model))
-    loaded: list[M] = []
-    for row in rows:
-        values = dict(row.items())
-        key = (model, tuple(values[name] for name in primary_key), None)
-        existing: M | None = identity_map.get(key) if identity_map else None
-        if existing is not None:
-            for name, value in values.items():
-                set_committed_value(existing, name, value)
-            loaded.append(existing)
-            continue
-        instance: M = _new(model)
-        _set(instance, "__dict__", values)
-        _set(instance, "__pydantic_fields_set__", names.copy())
-        _set(instance, "__pydantic_extra__", None)
-        _set(instance, "__pydantic_private__", None)
-        state = InstanceState(instance, manager)
-        _set(instance, "_sa_instance_state", state)
-        state.key = key
-        loaded.append(instance)
-    return loaded
+    existing: M | None = identity_map.get(key) if identity_map else None
+    if existing is not None:
+        for name, value in values.items():
+            set_committed_value(existing, name, value)
+        return existing
+    instance: M = _new(model)
+    _set(instance, "__dict__", values)
+    _set(instance, "__pydantic_fields_set__", set(names))
+    _set(instance, "__pydantic_extra__", None)
+    _set(instance, "__pydantic_private__", None)
+    state = InstanceState(instance, manager)
+    _set(instance, "_sa_instance_state", state)
+    state.key = key
+    return instance
 
 
 _new = object.__new__
@@ -242,16 +245,14 @@ _set = object.__setattr__
 
 
 @cache
-def _manager(model: type[SQLModel]) -> ClassManager[Any]:
-    return class_mapper(model).class_manager  # configures the mappers on first use
+def _shape(model: type[SQLModel]) -> tuple[ClassManager[Any], tuple[str, ...], frozenset[str]]:
+    """Return the model's class manager, primary key and column names (mappers configured)."""
+    mapper = class_mapper(model)  # configures the mappers on first use
+    primary_key = tuple(str(column.key) for column in mapper.primary_key)
+    return mapper.class_manager, primary_key, frozenset(column_names(model))
 
 
 @cache
 def column_names(model: type[SQLModel]) -> tuple[str, ...]:
     """Return the model's column names, in table order."""
     return tuple(str(column.key) for column in class_mapper(model, configure=False).columns)
-
-
-@cache
-def _primary_key(model: type[SQLModel]) -> tuple[str, ...]:
-    return tuple(str(column.key) for column in class_mapper(model).primary_key)

@@ -15,7 +15,7 @@ from sqlalchemy import select as sa_select
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app_db import fastpath
+from app_db import coalesce, fastpath, session_lookups
 from app_db.errors import InvalidInputError, typed_errors
 from app_db.models import Session, User
 from app_db.models.session import USER_AGENT_MAX_LENGTH, IPAddress
@@ -76,57 +76,13 @@ async def issue(
             min(lifetime, policy.max_lifetime),
         ),
     )
-    session = fastpath.load(db, Session, _session_values(result.mappings().one()))
+    session = fastpath.load_values(db, Session, _session_values(result.mappings().one()))
     db.add(session)  # persistent already: joins the session's identity map, no INSERT
     return token, session
 
 
-_SESSION_NAMES = fastpath.column_names(Session)
-_USER_NAMES = fastpath.column_names(User)
-_TOUCHED = ("expires_at", "last_seen_at")
-
-
-def _validate_sql() -> str:
-    """Build the one-round-trip lookup: find the live session, touch it if due, return both."""
-    found = ", ".join(
-        [f"s.{name}" for name in _SESSION_NAMES] + [f"u.{name} AS u_{name}" for name in _USER_NAMES]
-    )
-    result = ", ".join(
-        [
-            f"COALESCE(touched.{name}, found.{name}) AS {name}"
-            if name in _TOUCHED
-            else f"found.{name}"
-            for name in _SESSION_NAMES
-        ]
-        + [f"found.u_{name}" for name in _USER_NAMES]
-    )
-    return f"""
-    WITH found AS (
-        SELECT {found}
-        FROM sessions AS s JOIN users AS u ON u.id = s.user_id
-        WHERE s.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > now()
-          AND u.is_active
-    ), touched AS (
-        UPDATE sessions AS t
-        SET last_seen_at = now(),
-            expires_at = LEAST(now() + $2::interval, t.created_at + $3::interval)
-        FROM found
-        WHERE t.id = found.id AND t.last_seen_at <= now() - $4::interval
-        RETURNING t.id, t.last_seen_at, t.expires_at
-    )
-    SELECT {result}
-    FROM found LEFT JOIN touched ON touched.id = found.id
-    """  # noqa: S608 - built from the model's column names only
-
-
-VALIDATE_SQL = _validate_sql()
-_LOOKUP_COLUMNS = [f"s.{n}" for n in _SESSION_NAMES] + [f"u.{n} AS u_{n}" for n in _USER_NAMES]
-LOOKUP_SQL = f"""
-    SELECT {", ".join(_LOOKUP_COLUMNS)},
-           s.last_seen_at <= now() - $2::interval AS touch_due
-    FROM sessions AS s JOIN users AS u ON u.id = s.user_id
-    WHERE s.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > now() AND u.is_active
-"""  # noqa: S608 - built from the model's column names only
+_SESSION_NAMES = session_lookups.SESSION_NAMES
+_USER_COLUMNS = tuple((name, f"u_{name}") for name in session_lookups.USER_NAMES)
 ISSUE_SQL = f"""
     INSERT INTO sessions (id, user_id, token_hash, ip, user_agent, expires_at)
     VALUES ($1, $2, $3, $4, $5, now() + $6::interval)
@@ -151,33 +107,30 @@ async def validate(
     ``last_seen_at`` and sliding expiry are renewed at most once per touch interval, by the
     same statement. As the first statement of a transaction it runs without ``BEGIN``, so a
     touch is then committed at once, whatever the request does next (see
-    ``app_db.fastpath``). With a read replica, the lookup goes there, and the primary is asked
-    only when a touch is due or the replica has not seen the session yet.
+    ``app_db.fastpath``), and concurrent calls share one statement (see ``app_db.coalesce``).
+    With a read replica, the lookup goes there, and the primary is asked only when a touch is
+    due or the replica has not seen the session yet.
     """
     if not is_well_formed(token):
         return None
     policy = settings or default_settings()
     token_hash = hash_token(token)
+    lookups = session_lookups.for_policy(
+        policy.idle_timeout, policy.max_lifetime, policy.touch_interval
+    )
     row = None
     if fastpath.reads_from_replica(db):
-        row = await fastpath.fetchrow(
-            db, LOOKUP_SQL, token_hash, policy.touch_interval, read_only=True
-        )
+        row = await coalesce.fetchrow(db, lookups.on_replica, token_hash, read_only=True)
     if row is None or row["touch_due"]:
         # No replica, a touch to write, or a session too new for the replica to have it yet.
-        row = await fastpath.fetchrow(
-            db,
-            VALIDATE_SQL,
-            token_hash,
-            policy.idle_timeout,
-            policy.max_lifetime,
-            policy.touch_interval,
-        )
+        row = await coalesce.fetchrow(db, lookups.validate, token_hash)
     if row is None:
         return None
-    session_values = _session_values(row)
-    user_values = {name: row[f"u_{name}"] for name in _USER_NAMES}
-    return fastpath.load(db, Session, session_values), fastpath.load(db, User, user_values)
+    user_values = {name: row[prefixed] for name, prefixed in _USER_COLUMNS}
+    return (
+        fastpath.load_values(db, Session, _session_values(row)),
+        fastpath.load_values(db, User, user_values),
+    )
 
 
 @typed_errors

@@ -53,7 +53,7 @@ async def get_by_email(db: AsyncSession, email: str) -> User | None:
     if lookup is None:
         return None
     row = await coalesce.fetchrow(db, _BY_EMAIL, lookup, read_only=True)
-    return None if row is None else fastpath.load(db, User, dict(row.items()))
+    return None if row is None else fastpath.load(db, User, row)
 
 
 def _lookup_form(email: str) -> str | None:

@@ -16,14 +16,33 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app_db import customers, sessions, transaction, users
+from app_db import customers, session_lookups, sessions, transaction, users
 from app_db.models import Customer, Session, User
 from app_db.pagination import encode_cursor
 from app_db.tokens import hash_token, new_token
 from bench.database import POLICY, Seed
 from bench.harness import Operation
 
-RAW_VALIDATE = sessions.VALIDATE_SQL
+_S = session_lookups.SESSION_NAMES
+_U = session_lookups.USER_NAMES
+# The per-call statement as one would write it by hand: find the live session, touch it if due.
+RAW_VALIDATE = f"""
+    WITH found AS (
+        SELECT {", ".join([f"s.{n}" for n in _S] + [f"u.{n} AS u_{n}" for n in _U])}
+        FROM sessions AS s JOIN users AS u ON u.id = s.user_id
+        WHERE s.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > now()
+          AND u.is_active
+    ), touched AS (
+        UPDATE sessions AS t
+        SET last_seen_at = now(),
+            expires_at = LEAST(now() + $2::interval, t.created_at + $3::interval)
+        FROM found
+        WHERE t.id = found.id AND t.last_seen_at <= now() - $4::interval
+        RETURNING t.id, t.last_seen_at, t.expires_at
+    )
+    SELECT found.*, touched.last_seen_at AS touched_last_seen_at
+    FROM found LEFT JOIN touched ON touched.id = found.id
+"""  # noqa: S608 - built from the model's column names only
 RAW_BY_EMAIL = "SELECT * FROM users WHERE lower(email) = lower($1)"
 RAW_PAGE = (
     "SELECT * FROM customers WHERE (created_at, id) > ($1, $2) ORDER BY created_at, id LIMIT 51"
