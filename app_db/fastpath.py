@@ -213,7 +213,14 @@ def load(db: AsyncSession, model: type[M], row: Row) -> M:
 def load_many(db: AsyncSession, model: type[M], rows: Sequence[Row]) -> list[M]:
     """Return instances for many rows (mappings of column name to value), as ``load`` does."""
     columns = column_names(model)
-    return [load_values(db, model, {name: row[name] for name in columns}) for row in rows]
+    if db.sync_session.identity_map:  # some may be the session's own: look each one up
+        return [load_values(db, model, {name: row[name] for name in columns}) for row in rows]
+    manager, primary_key, names = _shape(model)
+    loaded = []
+    for row in rows:
+        values = {name: row[name] for name in columns}
+        loaded.append(_detached(model, manager, names, values, primary_key))
+    return loaded
 
 
 def load_values(db: AsyncSession, model: type[M], values: dict[str, Any]) -> M:
@@ -222,13 +229,24 @@ def load_values(db: AsyncSession, model: type[M], values: dict[str, Any]) -> M:
     A new instance takes ``values`` as its ``__dict__``: the caller hands the dict over.
     """
     manager, primary_key, names = _shape(model)
-    key = (model, tuple([values[name] for name in primary_key]), None)
     identity_map = db.sync_session.identity_map
-    existing: M | None = identity_map.get(key) if identity_map else None
-    if existing is not None:
-        for name, value in values.items():
-            set_committed_value(existing, name, value)
-        return existing
+    if identity_map:
+        key = (model, tuple([values[name] for name in primary_key]), None)
+        existing: M | None = identity_map.get(key)
+        if existing is not None:
+            for name, value in values.items():
+                set_committed_value(existing, name, value)
+            return existing
+    return _detached(model, manager, names, values, primary_key)
+
+
+def _detached(
+    model: type[M],
+    manager: ClassManager[Any],
+    names: frozenset[str],
+    values: dict[str, Any],
+    primary_key: tuple[str, ...],
+) -> M:
     instance: M = _new(model)
     _set(instance, "__dict__", values)
     _set(instance, "__pydantic_fields_set__", set(names))
@@ -236,7 +254,7 @@ def load_values(db: AsyncSession, model: type[M], values: dict[str, Any]) -> M:
     _set(instance, "__pydantic_private__", None)
     state = InstanceState(instance, manager)
     _set(instance, "_sa_instance_state", state)
-    state.key = key
+    state.key = (model, tuple([values[name] for name in primary_key]), None)
     return instance
 
 

@@ -50,7 +50,8 @@ def _validate_sql(keys: str) -> str:
         SELECT q.n, {_FOUND} FROM {keys} {_LIVE}
     ), due AS (
         SELECT t.id FROM sessions AS t
-        WHERE t.id IN (SELECT id FROM found) AND t.last_seen_at <= now() - $4::interval
+        WHERE t.id IN (SELECT id FROM found WHERE last_seen_at <= now() - $4::interval)
+          AND t.last_seen_at <= now() - $4::interval
         FOR UPDATE SKIP LOCKED
     ), touched AS (
         UPDATE sessions AS t

@@ -20,7 +20,7 @@ import asyncpg
 from app_db import coalesce, create_engine, create_sessionmaker
 from app_db.testing import settings_for
 from app_db.testing.server import find_test_server
-from bench import search, suite
+from bench import pgbench, search, suite
 from bench.database import create_database, describe_server, plain_dsn, seed
 from bench.harness import Series, latencies, percentile, throughput
 from bench.lookups import WORKLOADS
@@ -77,6 +77,8 @@ async def _lookups(
         for concurrency in (1, 32):
             total = args.ops if concurrency > 1 else max(args.ops // 3, 20)
             series = {v: Series() for v in VARIANTS}
+            for variant in VARIANTS:  # untimed: every pooled backend prepares and plans
+                await throughput(getattr(variants, variant), total=total, concurrency=concurrency)
             seen_before = _batches(engine)
             for _ in range(args.rounds):
                 for variant in VARIANTS:
@@ -124,6 +126,15 @@ def summary(name: str, measure: str, series: dict[str, Series]) -> dict[str, Any
         "spread": {v: s.spread for v, s in series.items()},
         "ratio": {v: s.median / raw for v, s in series.items()},
     }
+
+
+async def reference(dsn: str, data: Any, args: argparse.Namespace) -> dict[str, float]:
+    """Return pgbench's rate for each lookup it can run (none when pgbench is missing)."""
+    binary = pgbench.find()
+    if binary is None or args.smoke:
+        return {}
+    scripts = await pgbench.prepare(dsn, data.tokens, data.emails)
+    return {name: pgbench.run(binary, dsn, script) for name, script in scripts.items()}
 
 
 def bulk(dsn: str, args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -183,6 +194,18 @@ def print_report(report: dict[str, Any]) -> None:
                 f"{'':30} {'  p99 ms (raw/app_db/ORM)':32} {row['p99']['raw']:8.2f} "
                 f"{row['p99']['lib']:9.2f} {row['ratio_p99']:6.2f} {row['p99']['orm']:8.2f}\n"
             )
+    if report["pgbench"]:
+        out(
+            f"\nthe C-client reference: pgbench -M prepared -c {pgbench.CLIENTS} -j 1, one "
+            "statement per lookup, against app_db at c=32 (default pool)\n"
+        )
+    for name, tps in report["pgbench"].items():
+        ours = next(
+            row["ops_per_s"]["lib"]
+            for row in report["lookups"]
+            if row["workload"] == name and row["measure"].startswith("c=32, default")
+        )
+        out(f"  {name:28} pgbench {tps:8.0f}/s   app_db {ours:8.0f}/s = {ours / tps:.2f} of it\n")
     out("\nbulk import (one process each; rows/s, peak memory growth)\n")
     raw_rate = {r["rows"]: r["rows_per_s"] for r in report["bulk"] if r["mode"] == "raw"}
     reference = max(raw_rate) if raw_rate else None
@@ -218,6 +241,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "server": describe_server(server),
                 "rounds": args.rounds,
                 "lookups": await lookups(plain_dsn(url), settings, data, args),
+                "pgbench": await reference(plain_dsn(url), data, args),
                 "bulk": [] if args.skip_bulk else bulk(plain_dsn(url), args),
                 "search": [] if args.skip_search else await search.run(server, smoke=args.smoke),
             }

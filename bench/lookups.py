@@ -163,7 +163,8 @@ def issue(
     lifetime = timedelta(hours=1)
 
     async def raw(i: int) -> object:
-        async with pool.acquire() as connection:
+        # BEGIN, INSERT, COMMIT: a unit of work that the caller could extend, as app_db's is.
+        async with pool.acquire() as connection, connection.transaction():
             return await connection.fetchrow(
                 RAW_ISSUE, user_id(i), hash_token(new_token()), lifetime
             )
