@@ -4,11 +4,13 @@ A lookup that may borrow a pooled connection (see ``fastpath.borrowable``) joins
 its engine, event loop and kind. The first caller starts a batch at once; callers that arrive
 while batches are in flight wait for the next one, so a lone request never waits for company.
 Each batch is one statement, ``unnest($1::<type>[]) WITH ORDINALITY`` joined to the table, of at
-most ``DATABASE_COALESCE_MAX_BATCH`` keys, and every caller gets its own row (or ``None``) as if
-it had run alone under READ COMMITTED. An error reaches every caller of the batch, typed; a
-cancelled caller leaves the batch and the others alone. Inside a transaction that holds a
-connection, behind PgBouncer, or with ``DATABASE_COALESCE_MAX_BATCH=0``, lookups run one
-statement each, as before.
+most ``DATABASE_COALESCE_MAX_BATCH`` keys (a batch of one sends the one-key statement), and
+every caller gets its own row (or ``None``) as if it had run alone under READ COMMITTED. An
+error reaches every caller of the batch, typed; a cancelled caller leaves the batch and the
+others alone. When the only batch in flight comes back, half its callers resume a loop turn
+later than the others, so that two batches overlap: one on the server while the process works
+on the other's callers. Inside a transaction that holds a connection, behind PgBouncer, or
+with ``DATABASE_COALESCE_MAX_BATCH=0``, lookups run one statement each, as before.
 """
 
 import asyncio
