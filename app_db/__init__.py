@@ -28,6 +28,7 @@ from app_db.models import (
     UserRead,
     UserUpdate,
 )
+from app_db.observe.stats import PoolStats, pool_stats
 from app_db.pagination import Page
 from app_db.settings import SessionSettings, Settings, load_session_settings, load_settings
 
@@ -45,6 +46,7 @@ __all__ = [
     "InvalidInputError",
     "NotFoundError",
     "Page",
+    "PoolStats",
     "PoolTimeoutError",
     "Session",
     "SessionCreate",
@@ -65,6 +67,7 @@ __all__ = [
     "health",
     "load_session_settings",
     "load_settings",
+    "pool_stats",
     "sessions",
     "transaction",
     "users",

@@ -12,6 +12,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app_db.errors import AppDBError, InvalidInputError, typed_error, typed_errors
 from app_db.models import CustomerCreate
 from app_db.models.types import uuid7
+from app_db.observe.spans import traced_as
 from app_db.validation import validated
 
 DEFAULT_CHUNK_ROWS = 50_000
@@ -24,6 +25,7 @@ _OWNER_KEY = re.compile(r"\(owner_id\)=\(([^)]*)\)")
 CustomerRow = CustomerCreate | Mapping[str, Any]
 
 
+@traced_as("app_db.customers.bulk_import")  # public as customers.bulk_import
 async def bulk_import(
     db: AsyncSession,
     rows: Iterable[CustomerRow] | AsyncIterable[CustomerRow],

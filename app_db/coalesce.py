@@ -14,6 +14,7 @@ with ``DATABASE_COALESCE_MAX_BATCH=0``, lookups run one statement each, as befor
 """
 
 import asyncio
+import contextvars
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_db import fastpath
 from app_db.errors import typed_error
+from app_db.observe import otel, spans
 from app_db.replica import replica_of
 
 COALESCE = "app_db_coalesce_max_batch"
@@ -62,6 +64,10 @@ def by_key(name: str, table: str, columns: Sequence[str], key: str, key_type: st
     )
 
 
+_Waiting = tuple[object, "asyncio.Future[Any]", Any]
+"""A caller's key, the future it awaits, and its span's context (``None`` untraced)."""
+
+
 class _Batcher:
     """The batches of one lookup on one engine, in one event loop."""
 
@@ -71,7 +77,7 @@ class _Batcher:
         self._engine = engine
         self._lookup = lookup
         self._max_batch = max_batch
-        self._pending: list[tuple[object, asyncio.Future[Any]]] = []
+        self._pending: list[_Waiting] = []
         self._in_flight = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self.sizes: list[int] = []  # batch sizes seen, for the benchmark and the tests
@@ -79,10 +85,11 @@ class _Batcher:
     async def get(self, key: object) -> fastpath.Row | None:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._pending.append((key, future))
+        self._pending.append((key, future, spans.caller()))
         if self._in_flight < BATCHES_IN_FLIGHT:
             self._in_flight += 1
-            task = loop.create_task(self._run())
+            # A context of its own: the batch serves many calls, not the first caller's.
+            task = loop.create_task(self._run(), context=contextvars.Context())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         row: fastpath.Row | None = await future
@@ -98,23 +105,22 @@ class _Batcher:
         finally:
             self._in_flight -= 1
 
-    async def _send(self, batch: list[tuple[object, asyncio.Future[Any]]]) -> None:
+    async def _send(self, batch: list[_Waiting]) -> None:
         self.sizes.append(len(batch))
-        lookup = self._lookup
+        otel.record_batch(len(batch), self._lookup.name)
+        opened = spans.batch_span(self._lookup.name, len(batch), [entry[2] for entry in batch])
         try:
-            if len(batch) == 1:  # the one-key statement: a plan of its own, no array
-                rows = await fastpath.run_borrowed(
-                    self._engine, lookup.one_sql, (batch[0][0], *lookup.args)
-                )
-                found = {1: rows[0]} if rows else {}
+            if opened is None:
+                found = await self._query(batch)
             else:
-                keys = [key for key, _ in batch]
-                rows = await fastpath.run_borrowed(
-                    self._engine, lookup.batch_sql, (keys, *lookup.args)
-                )
-                found = {row["n"]: row for row in rows}
+                with opened as span:
+                    try:
+                        found = await self._query(batch)
+                    except Exception as exc:
+                        spans.failed(span, exc)
+                        raise
         except Exception as exc:  # every caller gets it, typed
-            for _, future in batch:
+            for _, future, _ in batch:
                 if not future.done():
                     future.set_exception(_typed(exc))
             return
@@ -128,11 +134,23 @@ class _Batcher:
         _answer(batch[:half], found, 1)
         asyncio.get_running_loop().call_soon(_answer, batch[half:], found, half + 1)
 
+    async def _query(self, batch: list[_Waiting]) -> dict[int, Any]:
+        lookup = self._lookup
+        served = f"a coalesced batch of {len(batch)} {lookup.name} lookups"
+        if len(batch) == 1:  # the one-key statement: a plan of its own, no array
+            rows = await fastpath.run_borrowed(
+                self._engine, lookup.one_sql, (batch[0][0], *lookup.args), served
+            )
+            return {1: rows[0]} if rows else {}
+        keys = [entry[0] for entry in batch]
+        rows = await fastpath.run_borrowed(
+            self._engine, lookup.batch_sql, (keys, *lookup.args), served
+        )
+        return {row["n"]: row for row in rows}
 
-def _answer(
-    batch: list[tuple[object, asyncio.Future[Any]]], found: dict[int, Any], first: int
-) -> None:
-    for n, (_, future) in enumerate(batch, first):
+
+def _answer(batch: list[_Waiting], found: dict[int, Any], first: int) -> None:
+    for n, (_, future, _) in enumerate(batch, first):
         if not future.done():
             future.set_result(found.get(n))
 

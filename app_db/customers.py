@@ -18,6 +18,7 @@ from app_db.bulk import bulk_import
 from app_db.errors import InvalidInputError, NotFoundError, row_required, typed_errors
 from app_db.models import Customer, CustomerCreate, CustomerUpdate
 from app_db.models.types import postgres_text
+from app_db.observe.spans import traced
 from app_db.pagination import Page, decode_cursor, encode_cursor
 from app_db.validation import validated
 
@@ -43,6 +44,7 @@ __all__ = [
 ]
 
 
+@traced
 @typed_errors
 async def create(db: AsyncSession, data: CustomerCreate) -> Customer:
     """Create a customer; an unknown ``owner_id`` raises ``InvalidInputError``."""
@@ -52,12 +54,14 @@ async def create(db: AsyncSession, data: CustomerCreate) -> Customer:
     return customer
 
 
+@traced
 @typed_errors
 async def get(db: AsyncSession, customer_id: uuid.UUID) -> Customer | None:
     """Return the customer with this id, or ``None``; it joins the session, as ``db.get``."""
     return await coalesce.get_into(db, Customer, _BY_ID, customer_id)
 
 
+@traced
 @typed_errors
 async def update(db: AsyncSession, customer_id: uuid.UUID, data: CustomerUpdate) -> Customer:
     """Apply the fields set in ``data``; raise ``NotFoundError`` when there is no such customer.
@@ -78,6 +82,7 @@ async def update(db: AsyncSession, customer_id: uuid.UUID, data: CustomerUpdate)
     return customer
 
 
+@traced
 @typed_errors
 async def delete(db: AsyncSession, customer_id: uuid.UUID) -> bool:
     """Delete the customer; return whether it existed."""
@@ -90,6 +95,7 @@ async def delete(db: AsyncSession, customer_id: uuid.UUID) -> bool:
     return result.first() is not None
 
 
+@traced
 @typed_errors
 async def list(
     db: AsyncSession,

@@ -14,6 +14,8 @@ from app_db import replica
 from app_db.coalesce import COALESCE
 from app_db.errors import translated_errors
 from app_db.fastpath import DRIVER_READS
+from app_db.observe import otel, slow, stats
+from app_db.observe.slow import SLOW_MS
 from app_db.settings import Settings, load_settings
 from app_db.turns import TURN_SLOTS
 
@@ -42,7 +44,10 @@ def create_engine(settings: Settings | None = None, **engine_options: Any) -> As
             COALESCE: 0 if settings.database_pgbouncer else settings.database_coalesce_max_batch,
         },
     }
+    if settings.database_slow_statement_ms is not None:
+        options["execution_options"][SLOW_MS] = settings.database_slow_statement_ms
     options.update(engine_options)
+    options.setdefault("poolclass", stats.CountingPool)
     if options.get("poolclass") is NullPool:
         for queue_only in ("pool_size", "max_overflow", "pool_timeout"):
             options.pop(queue_only, None)
@@ -51,6 +56,11 @@ def create_engine(settings: Settings | None = None, **engine_options: Any) -> As
         options["execution_options"] = {**options["execution_options"], TURN_SLOTS: cap}
     engine = create_async_engine(settings.sqlalchemy_url(), **options)
     event.listen(engine.sync_engine.pool, "checkout", _refuse_closed_connection)
+    stats.watch(engine.sync_engine.pool)
+    url = engine.url
+    otel.register(engine, f"{url.host or 'localhost'}:{url.port or 5432}/{url.database}")
+    if settings.database_slow_statement_ms is not None:
+        slow.watch(engine)
     read_settings = settings.read_settings()
     if read_settings is not None:
         replica.register(

@@ -10,6 +10,7 @@ first statement), a statement sent here runs on its own, in autocommit, like any
 statement: it costs no BEGIN round trip and it sees all committed data.
 """
 
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from functools import cache
 from typing import Any, Protocol, TypeVar
@@ -27,6 +28,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_db.errors import DISCONNECTS as _DISCONNECTS
 from app_db.errors import DatabaseUnavailableError, typed_error
+from app_db.observe import slow
 from app_db.replica import replica_of
 from app_db.turns import fair_turn
 
@@ -63,11 +65,12 @@ async def fetch(
     connection = await db.connection()
     sync = connection.sync_connection
     assert sync is not None
-    if not sync.get_execution_options().get(DRIVER_READS, True):
+    options = sync.get_execution_options()
+    if not options.get(DRIVER_READS, True):
         return await _through_sqlalchemy(connection, sql, args)
     pooled = sync.connection if not sync.invalidated else await connection.get_raw_connection()
     try:
-        return await _on_driver(pooled.driver_connection, sql, args)
+        return await _on_driver(pooled.driver_connection, sql, args, slow.threshold(options))
     except _DISCONNECTS as exc:
         await connection.invalidate(exc)
         raise
@@ -105,15 +108,28 @@ async def on_engines(
     return await read(primary)
 
 
-async def run_borrowed(engine: AsyncEngine, sql: str, args: tuple[object, ...]) -> Sequence[Row]:
-    """Run one statement on a connection borrowed from ``engine``'s pool for it alone."""
-    if not engine.sync_engine.get_execution_options().get(DRIVER_READS, True):
+async def run_borrowed(
+    engine: AsyncEngine, sql: str, args: tuple[object, ...], served: str | None = None
+) -> Sequence[Row]:
+    """Run one statement on a connection borrowed from ``engine``'s pool for it alone.
+
+    ``served`` names what the statement serves in the slow-statement log (by default, the
+    API call running).
+    """
+    options = engine.sync_engine.get_execution_options()
+    if not options.get(DRIVER_READS, True):
         async with engine.connect() as borrowed:
             return await _through_sqlalchemy(borrowed, sql, args)
-    return await _borrowed(engine, sql, args)
+    return await _borrowed(engine, sql, args, slow.threshold(options), served)
 
 
-async def _borrowed(engine: AsyncEngine, sql: str, args: tuple[object, ...]) -> Sequence[Row]:
+async def _borrowed(
+    engine: AsyncEngine,
+    sql: str,
+    args: tuple[object, ...],
+    slow_after: float | None,
+    served: str | None,
+) -> Sequence[Row]:
     """Run a read on a pooled connection; a connection found dead is replaced and tried again.
 
     Only idempotent statements come here (lookups, and validate's touch, which writes now()),
@@ -123,7 +139,7 @@ async def _borrowed(engine: AsyncEngine, sql: str, args: tuple[object, ...]) -> 
         async with fair_turn(engine):
             pooled = await engine.raw_connection()
             try:
-                rows = await _on_driver(pooled.driver_connection, sql, args)
+                rows = await _on_driver(pooled.driver_connection, sql, args, slow_after, served)
             except _DISCONNECTS as exc:
                 await greenlet_spawn(pooled.invalidate, exc)
                 if attempt == 2:
@@ -151,11 +167,22 @@ async def _give_back(engine: AsyncEngine, pooled: PoolProxiedConnection) -> None
         await greenlet_spawn(pooled.close)
 
 
-async def _on_driver(driver: Any, sql: str, args: tuple[object, ...]) -> Sequence[Row]:
+async def _on_driver(
+    driver: Any,
+    sql: str,
+    args: tuple[object, ...],
+    slow_after: float | None = None,
+    served: str | None = None,
+) -> Sequence[Row]:
     connection: asyncpg.Connection = driver
     # On cancellation asyncpg sends the server a cancel request, and the connection's next
     # statement waits for it to finish: the connection can go back to the pool as it is.
-    rows: Sequence[Row] = await connection.fetch(sql, *args)
+    if slow_after is None:
+        rows: Sequence[Row] = await connection.fetch(sql, *args)
+        return rows
+    started = time.perf_counter()
+    rows = await connection.fetch(sql, *args)
+    slow.report(time.perf_counter() - started, slow_after, sql, served)
     return rows
 
 

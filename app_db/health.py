@@ -1,4 +1,4 @@
-"""A readiness probe: one ``SELECT 1`` under a short timeout, with the pool's statistics.
+"""A readiness probe: one ``SELECT 1`` under a short timeout, with the pool's numbers.
 
 With a read replica (``DATABASE_READ_URL``), the replica is probed too and reported on its own:
 the primary alone decides ``ok``, since reads fall back to it while the replica is down.
@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-from sqlalchemy.pool import QueuePool
 
+from app_db.observe.stats import PoolStats, pool_stats
 from app_db.replica import replica_of
 
 
@@ -32,9 +32,7 @@ class Health:
 
     ok: bool
     latency_ms: float
-    pool_size: int | None
-    checked_out: int | None
-    overflow: int | None
+    pool: PoolStats
     error: str | None = None
     replica: ReplicaHealth | None = None
 
@@ -54,18 +52,7 @@ async def check(bind: AsyncEngine | AsyncConnection, *, timeout: float = 2.0) ->
             fallbacks=replica.fallbacks,
             error=replica_error,
         )
-    pool = engine.sync_engine.pool
-    if not isinstance(pool, QueuePool):
-        return Health(error is None, latency_ms, None, None, None, error, replica_health)
-    return Health(
-        error is None,
-        latency_ms,
-        pool.size(),
-        pool.checkedout(),
-        pool.overflow(),
-        error,
-        replica_health,
-    )
+    return Health(error is None, latency_ms, pool_stats(engine), error, replica_health)
 
 
 async def _probe(bind: AsyncEngine | AsyncConnection, timeout: float) -> tuple[float, str | None]:  # noqa: ASYNC109

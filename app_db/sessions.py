@@ -20,6 +20,7 @@ from app_db.errors import InvalidInputError, typed_errors
 from app_db.models import Session, User
 from app_db.models.session import USER_AGENT_MAX_LENGTH, IPAddress
 from app_db.models.types import uuid7
+from app_db.observe.spans import traced
 from app_db.settings import SessionSettings, load_session_settings
 from app_db.tokens import hash_token, is_well_formed, new_token
 from app_db.validation import validated_value
@@ -43,6 +44,7 @@ def _live(token_hash: bytes) -> ColumnElement[bool]:
     )
 
 
+@traced
 @typed_errors
 async def issue(
     db: AsyncSession,
@@ -97,6 +99,7 @@ def _session_values(row: fastpath.Row) -> dict[str, object]:
     return values
 
 
+@traced
 @typed_errors
 async def validate(
     db: AsyncSession, token: str, *, settings: SessionSettings | None = None
@@ -133,6 +136,7 @@ async def validate(
     )
 
 
+@traced
 @typed_errors
 async def rotate(
     db: AsyncSession, token: str, *, settings: SessionSettings | None = None
@@ -157,6 +161,7 @@ async def rotate(
     return await issue(db, old.user_id, ip=old.ip, user_agent=old.user_agent, settings=settings)
 
 
+@traced
 @typed_errors
 async def revoke(db: AsyncSession, token: str) -> bool:
     """Revoke the live session of a token; return whether there was one."""
@@ -172,6 +177,7 @@ async def revoke(db: AsyncSession, token: str) -> bool:
     return result.scalars().first() is not None
 
 
+@traced
 @typed_errors
 async def revoke_all(
     db: AsyncSession, user_id: uuid.UUID, *, except_session_id: uuid.UUID | None = None
@@ -194,6 +200,7 @@ async def revoke_all(
     return len(result.scalars().all())
 
 
+@traced
 @typed_errors
 async def list_for_user(
     db: AsyncSession, user_id: uuid.UUID, *, include_ended: bool = False
@@ -208,6 +215,7 @@ async def list_for_user(
     return result.all()
 
 
+@traced
 @typed_errors
 async def purge_expired(
     db: AsyncSession, *, batch_size: int = DEFAULT_PURGE_BATCH, max_batches: int | None = None

@@ -58,6 +58,7 @@ class Settings(BaseSettings):
     database_pgbouncer: bool = False
     database_read_retry_interval: float = Field(default=10.0, gt=0)
     database_coalesce_max_batch: int = Field(default=64, ge=0, le=10_000)
+    database_slow_statement_ms: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
     def _require_a_database(self) -> "Settings":

@@ -14,6 +14,7 @@ from app_db.errors import InvalidInputError, NotFoundError, row_required, typed_
 from app_db.models import User, UserCreate, UserUpdate
 from app_db.models.types import EMAIL_MAX_LENGTH, normalize_email
 from app_db.models.user import Password
+from app_db.observe.spans import traced
 from app_db.passwords import burn_verification, hash_password, needs_rehash, verify_password
 from app_db.validation import validated, validated_value
 
@@ -25,6 +26,7 @@ _BY_EMAIL = coalesce.by_key(
 _BY_ID = coalesce.by_key("users.id", "users", _USER_NAMES, "t.id = {}", "uuid")
 
 
+@traced
 @typed_errors
 async def create(db: AsyncSession, data: UserCreate) -> User:
     """Create a user with a normalised email and an argon2id password hash.
@@ -40,12 +42,14 @@ async def create(db: AsyncSession, data: UserCreate) -> User:
     return user
 
 
+@traced
 @typed_errors
 async def get(db: AsyncSession, user_id: uuid.UUID) -> User | None:
     """Return the user with this id, or ``None``; the user joins the session, as ``db.get``."""
     return await coalesce.get_into(db, User, _BY_ID, user_id)
 
 
+@traced
 @typed_errors
 async def get_by_email(db: AsyncSession, email: str) -> User | None:
     """Return the user with this email in any letter case, or ``None`` (served by the index)."""
@@ -74,6 +78,7 @@ def _lookup_form(email: str) -> str | None:
         return None
 
 
+@traced
 @typed_errors
 async def authenticate(db: AsyncSession, email: str, password: str | SecretStr) -> User | None:
     """Return the active user whose password matches, else ``None``.
@@ -100,6 +105,7 @@ async def authenticate(db: AsyncSession, email: str, password: str | SecretStr) 
     return user
 
 
+@traced
 @typed_errors
 async def update(db: AsyncSession, user_id: uuid.UUID, data: UserUpdate) -> User:
     """Apply the fields set in ``data``; raise ``NotFoundError`` or ``DuplicateEmailError``.
@@ -117,6 +123,7 @@ async def update(db: AsyncSession, user_id: uuid.UUID, data: UserUpdate) -> User
     return user
 
 
+@traced
 @typed_errors
 async def set_password(db: AsyncSession, user_id: uuid.UUID, password: str | SecretStr) -> None:
     """Replace the user's password hash. Other sessions stay valid: revoke them if needed.
@@ -131,6 +138,7 @@ async def set_password(db: AsyncSession, user_id: uuid.UUID, password: str | Sec
         await db.flush()
 
 
+@traced
 @typed_errors
 async def deactivate(db: AsyncSession, user_id: uuid.UUID) -> None:
     """Mark the user inactive and revoke all of their sessions; raise ``NotFoundError`` as

@@ -14,7 +14,9 @@ from sqlalchemy.engine import URL
 from app_db.settings import Settings
 from app_db.testing.embedded import EmbeddedCluster, load_wheel
 from app_db.testing.server import TestServer, migrate
+from tests.telemetry import Telemetry, install
 
+TELEMETRY = install()  # before any engine or span: the SDK records the whole run
 DATABASE_VARIABLES = tuple(name.upper() for name in Settings.model_fields)
 WATCHED_LOGGERS = ("sqlalchemy", "asyncpg", "app_db")
 
@@ -35,6 +37,19 @@ def no_warning_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     if found:
         lines = "\n".join(f"{r.levelname} {r.name}: {r.getMessage()}" for r in found[:5])
         pytest.fail(f"{len(found)} log record(s) at WARNING or above:\n{lines}", pytrace=False)
+
+
+@pytest.fixture
+def telemetry() -> Telemetry:
+    """What the SDK records: the spans finished from here on, the metrics, the log records."""
+    TELEMETRY.finished()  # earlier tests' spans go to the final scan, out of this test's way
+    return TELEMETRY
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the scan of everything exported last, after every other test has exported."""
+    last = [item for item in items if item.get_closest_marker("scans_the_run")]
+    items[:] = [item for item in items if item not in last] + last
 
 
 @pytest.fixture

@@ -128,7 +128,8 @@ async def test_purge_sessions_deletes_expired_ones(empty_database: URL) -> None:
     try:
         async with engine.begin() as connection:
             await connection.execute(
-                text("INSERT INTO users (email, password_hash) VALUES ('p@example.com', 'h')")
+                text("INSERT INTO users (email, password_hash) VALUES (:email, 'h')"),
+                {"email": "p@example.com"},
             )
             await connection.execute(
                 text(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from sqlalchemy import Connection, text
 
-from app_db import sessions
+from app_db import health, sessions
 from app_db.cli.output import fail, masked, say
 from app_db.engine import create_engine, create_sessionmaker, dispose
 from app_db.migrations import (
@@ -17,6 +17,7 @@ from app_db.migrations import (
     status,
     upgrade,
 )
+from app_db.observe.stats import PoolStats
 from app_db.settings import Settings, load_settings
 
 
@@ -74,7 +75,30 @@ def check_command(args: argparse.Namespace) -> int:
         f" timeout {settings.database_pool_timeout:g} s, recycle {settings.database_pool_recycle}"
         f" s, pre-ping {'on' if settings.database_pool_pre_ping else 'off'}"
     )
+    report = asyncio.run(_probe(settings))
+    say(f"probe: SELECT 1 in {report.latency_ms:g} ms; {pool_line(report.pool)}")
+    if report.replica is not None:
+        replica = report.replica
+        state = "answers" if replica.ok else f"fails ({replica.error})"
+        say(f"read replica: {state} in {replica.latency_ms:g} ms")
     return _report(found)
+
+
+async def _probe(settings: Settings) -> health.Health:
+    engine = create_engine(settings)
+    try:
+        return await health.check(engine)
+    finally:
+        await dispose(engine)
+
+
+def pool_line(stats: PoolStats) -> str:
+    """Describe a pool's numbers on one line."""
+    return (
+        f"pool now {stats.in_use} in use, {stats.idle} idle, {stats.overflow} overflow, "
+        f"{stats.waiting} waiting; since start {stats.timeouts} timeouts, "
+        f"{stats.invalidated} invalidated, {stats.replica_fallbacks} replica fallbacks"
+    )
 
 
 def _report(found: Status) -> int:

@@ -1,0 +1,126 @@
+"""The suite runs with the OpenTelemetry SDK on: every span and app_db log record is kept.
+
+``install()`` sets an in-memory span exporter and metric reader as the global providers and
+instruments asyncpg, once per test run. It also records every secret the run handles (each
+token issued, each password hashed or checked), so that ``tests/test_zz_telemetry_secrets``
+can look for them, and for any email address, in everything exported.
+"""
+
+import logging
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry import metrics, trace
+from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from app_db import sessions, tokens, users
+from app_db.observe.scrub import scrubbed
+from tests.factories import PASSWORD
+
+EMAIL = re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+")
+
+
+class Keeper(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@dataclass
+class Telemetry:
+    spans: InMemorySpanExporter
+    metrics: InMemoryMetricReader
+    logs: Keeper
+    secrets: set[str] = field(default_factory=set)
+    scanned: list[ReadableSpan] = field(default_factory=list)
+
+    def finished(self) -> list[ReadableSpan]:
+        """Return the spans ended since the last call (and keep them for the final scan)."""
+        found = list(self.spans.get_finished_spans())
+        self.spans.clear()
+        self.scanned.extend(found)
+        return found
+
+    def every_span(self) -> list[ReadableSpan]:
+        self.finished()
+        return self.scanned
+
+
+def _texts(span: ReadableSpan) -> Iterator[str]:
+    yield span.name
+    for attributes in (span.attributes, span.resource.attributes):
+        for key, value in (attributes or {}).items():
+            yield f"{key}={value!s}"
+    for event in span.events:
+        yield event.name
+        yield str(dict(event.attributes or {}))
+    if span.status.description:
+        yield span.status.description
+
+
+def leaks(telemetry: Telemetry) -> list[str]:
+    """Return every exported text that holds a recorded secret or an email address."""
+    texts = [text for span in telemetry.every_span() for text in _texts(span)]
+    texts += [record.getMessage() for record in telemetry.logs.records]
+    return [
+        text[:200]
+        for text in texts
+        if EMAIL.search(text) or any(secret in text for secret in telemetry.secrets)
+    ]
+
+
+def _keeping_tokens(secrets: set[str]) -> Callable[[], str]:
+    issue = tokens.new_token
+
+    def new_token() -> str:
+        token = issue()
+        secrets.add(token)
+        return token
+
+    return new_token
+
+
+def _keeping_passwords(function: Callable[..., Any], secrets: set[str], at: int) -> Any:
+    async def wrapper(*args: Any) -> Any:
+        secrets.add(str(args[at]))
+        return await function(*args)
+
+    return wrapper
+
+
+_installed: Telemetry | None = None
+
+
+def install() -> Telemetry:
+    """Install the SDK with in-memory exporters, once; return what it records."""
+    global _installed  # noqa: PLW0603 - one SDK per process
+    if _installed is not None:
+        return _installed
+    spans = InMemorySpanExporter()
+    tracing = TracerProvider()
+    tracing.add_span_processor(scrubbed(SimpleSpanProcessor(spans)))  # as the README says
+    trace.set_tracer_provider(tracing)
+    reader = InMemoryMetricReader()
+    metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+    AsyncPGInstrumentor().instrument()  # type: ignore[no-untyped-call]
+    keeper = Keeper()
+    logging.getLogger().addHandler(keeper)
+    logging.getLogger("app_db").setLevel(logging.INFO)
+    _installed = Telemetry(spans, reader, keeper)
+    secrets = _installed.secrets
+    secrets.add(PASSWORD)
+    # The modules call these by their imported names: wrap those names.
+    sessions.new_token = _keeping_tokens(secrets)  # type: ignore[attr-defined]
+    users.hash_password = _keeping_passwords(users.hash_password, secrets, 0)  # type: ignore[attr-defined]
+    users.verify_password = _keeping_passwords(users.verify_password, secrets, 1)  # type: ignore[attr-defined]
+    return _installed
