@@ -41,13 +41,13 @@ def postgres_serving(data_dir: Path) -> list[int]:
 class Dev:
     """One ``app-db dev`` process in ``folder``, and the time it took to answer."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *options: str) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if k not in VARIABLES}
         started = time.monotonic()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "app_db.cli", "dev", "--port", str(self.port)],
+            [sys.executable, "-m", "app_db.cli", "dev", "--port", str(self.port), *options],
             cwd=folder,
             env=env,
             stdout=subprocess.PIPE,
@@ -111,7 +111,7 @@ def test_dev_serves_the_example_and_keeps_its_data(folder: Path) -> None:
         assert [c["name"] for c in listed["items"]] == ["Acme"]
         healthz = client.get("/healthz").json()
         assert healthz["ok"] is True
-        assert healthz["pool_size"] >= 1
+        assert healthz["pool"]["size"] >= 1
     assert postgres_serving(data_dir)
     code, output, stop_time = first.stop(signal.SIGINT)
     assert code == 0, output
@@ -132,3 +132,27 @@ def test_dev_serves_the_example_and_keeps_its_data(folder: Path) -> None:
         f"\napp-db dev answered after {first.ready_after:.1f} s (first start), "
         f"{second.ready_after:.1f} s (second start)\n"
     )
+
+
+def test_dev_trace_prints_each_request_as_one_tree(folder: Path) -> None:
+    dev = Dev(folder, "--trace")
+    with httpx.Client(base_url=dev.base, timeout=10) as client:
+        signup = client.post("/signup", json={"email": "Ada@example.com", "password": PASSWORD})
+        assert signup.status_code == 201, signup.text
+        auth = log_in(client)
+        assert client.get("/me", headers=auth).status_code == 200
+    code, output, _ = dev.stop(signal.SIGINT)
+    assert code == 0, output
+
+    assert "tracing: each request's spans printed as a tree" in output
+    request = output[output.index("  GET /me  ") :].splitlines()
+    shape = [(len(line) - len(line.lstrip()), line.split()[0]) for line in request[:4]]
+    assert shape == [
+        (2, "GET"),
+        (4, "app_db.sessions.validate"),
+        (6, "app_db.coalesce.batch"),
+        (8, "WITH"),
+    ], request[:4]
+    token = auth["cookie"].split("=", 1)[1]
+    for secret in ("ada@example.com", "Ada@example.com", PASSWORD, token):
+        assert secret not in output

@@ -53,6 +53,9 @@ def parser() -> argparse.ArgumentParser:
     dev = commands.add_parser("dev", help="serve the example app on a migrated database")
     dev.add_argument("--host", default="127.0.0.1")
     dev.add_argument("--port", type=int, default=8000)
+    dev.add_argument(
+        "--trace", action="store_true", help="print each request's spans as a tree on stdout"
+    )
     dev.set_defaults(run=dev_command)
     for name, run, text in (
         ("migrate", migrate_command, "upgrade the database to every head"),

