@@ -20,7 +20,7 @@ import asyncpg
 from app_db import coalesce, create_engine, create_sessionmaker
 from app_db.testing import settings_for
 from app_db.testing.server import find_test_server
-from bench import pgbench, search, suite
+from bench import overhead, pgbench, search, suite
 from bench.database import create_database, describe_server, plain_dsn, seed
 from bench.harness import Series, latencies, percentile, throughput
 from bench.lookups import WORKLOADS
@@ -206,6 +206,7 @@ def print_report(report: dict[str, Any]) -> None:
             if row["workload"] == name and row["measure"].startswith("c=32, default")
         )
         out(f"  {name:28} pgbench {tps:8.0f}/s   app_db {ours:8.0f}/s = {ours / tps:.2f} of it\n")
+    out(overhead.report(report["overhead"]))
     out("\nbulk import (one process each; rows/s, peak memory growth)\n")
     raw_rate = {r["rows"]: r["rows_per_s"] for r in report["bulk"] if r["mode"] == "raw"}
     reference = max(raw_rate) if raw_rate else None
@@ -242,6 +243,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "rounds": args.rounds,
                 "lookups": await lookups(plain_dsn(url), settings, data, args),
                 "pgbench": await reference(plain_dsn(url), data, args),
+                "overhead": await overhead.measure(
+                    url, data.tokens, rounds=args.rounds + 2, ops=args.ops * 2
+                ),
                 "bulk": [] if args.skip_bulk else bulk(plain_dsn(url), args),
                 "search": [] if args.skip_search else await search.run(server, smoke=args.smoke),
             }
