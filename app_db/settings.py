@@ -36,29 +36,94 @@ class Settings(BaseSettings):
         hide_input_in_errors=True,
     )
 
-    database_url: SecretStr | None = None
-    database_read_url: SecretStr | None = None
-    postgres_host: str | None = None
-    postgres_port: int = Field(default=5432, ge=1, le=65535)
-    postgres_user: str | None = None
-    postgres_password: SecretStr | None = None
-    postgres_db: str | None = None
+    database_url: SecretStr | None = Field(
+        default=None,
+        description="`postgres://` or `postgresql://` URL; the asyncpg driver is always used",
+    )
+    database_read_url: SecretStr | None = Field(
+        default=None,
+        description="a read replica: lookups, listing and `validate` without a touch go there; "
+        "while it cannot be reached they go to the primary",
+    )
+    postgres_host: str | None = Field(
+        default=None, description="host, when `DATABASE_URL` is not set (required then)"
+    )
+    postgres_port: int = Field(default=5432, ge=1, le=65535, description="port")
+    postgres_user: str | None = Field(
+        default=None, description="user (required without `DATABASE_URL`)"
+    )
+    postgres_password: SecretStr | None = Field(
+        default=None, description="password; held as a secret, never shown"
+    )
+    postgres_db: str | None = Field(
+        default=None, description="database (required without `DATABASE_URL`)"
+    )
 
-    database_pool_size: int = Field(default=10, ge=1)
-    database_max_overflow: int = Field(default=5, ge=0)
-    database_pool_timeout: float = Field(default=10.0, gt=0)
-    database_pool_recycle: int = Field(default=1800, ge=-1)
-    database_pool_pre_ping: bool = False
-    database_statement_timeout_ms: int = Field(default=30_000, ge=0)
-    database_connect_timeout: float = Field(default=10.0, gt=0)
-    database_application_name: str = Field(default="app_db", max_length=63)
-    database_sslmode: SSLMode | None = None
-    database_sslrootcert: FilePath | None = None
-    database_echo: bool = False
-    database_pgbouncer: bool = False
-    database_read_retry_interval: float = Field(default=10.0, gt=0)
-    database_coalesce_max_batch: int = Field(default=64, ge=0, le=10_000)
-    database_slow_statement_ms: int | None = Field(default=None, ge=1)
+    database_pool_size: int = Field(default=10, ge=1, description="connections kept in the pool")
+    database_max_overflow: int = Field(
+        default=5, ge=0, description="extra connections opened under load"
+    )
+    database_pool_timeout: float = Field(
+        default=10.0, gt=0, description="seconds to wait for a free connection"
+    )
+    database_pool_recycle: int = Field(
+        default=1800,
+        ge=-1,
+        description="seconds after which a connection is replaced (`-1`: never)",
+    )
+    database_pool_pre_ping: bool = Field(
+        default=False,
+        description="SQLAlchemy's full ping on checkout (BEGIN + ROLLBACK, two round trips); "
+        "without it, app_db still replaces on checkout, at no cost, any connection the driver "
+        "saw the server close",
+    )
+    database_statement_timeout_ms: int = Field(
+        default=30_000,
+        ge=0,
+        description="server-side `statement_timeout` (`0`: the server's default)",
+    )
+    database_connect_timeout: float = Field(
+        default=10.0, gt=0, description="seconds to wait for a new connection"
+    )
+    database_application_name: str = Field(
+        default="app_db",
+        max_length=63,
+        description="`application_name` seen in `pg_stat_activity`",
+    )
+    database_sslmode: SSLMode | None = Field(
+        default=None,
+        description="`disable`, `allow`, `prefer`, `require`, `verify-ca` or `verify-full`; "
+        "also read from `?sslmode=` in the URL",
+    )
+    database_sslrootcert: FilePath | None = Field(
+        default=None,
+        description="CA file for `verify-ca` / `verify-full`; also read from `?sslrootcert=`",
+    )
+    database_echo: bool = Field(
+        default=False, description="log SQL statements (parameters are never logged)"
+    )
+    database_pgbouncer: bool = Field(
+        default=False, description="safe behind PgBouncer in transaction mode"
+    )
+    database_read_retry_interval: float = Field(
+        default=10.0,
+        gt=0,
+        description="seconds before reads try an unreachable replica again",
+    )
+    database_coalesce_max_batch: int = Field(
+        default=64,
+        ge=0,
+        le=10_000,
+        description="concurrent lookups by key (`sessions.validate`, `get_by_email`, "
+        "`users.get`, `customers.get`) sent as one statement, at most this many a batch; "
+        "`0` turns it off (always off behind PgBouncer)",
+    )
+    database_slow_statement_ms: int | None = Field(
+        default=None,
+        ge=1,
+        description="log at WARNING (logger `app_db.slow`) each statement slower than this, "
+        "with the app_db call it served and its duration, never its parameters; unset: off",
+    )
 
     @model_validator(mode="after")
     def _require_a_database(self) -> "Settings":
@@ -214,9 +279,16 @@ class SessionSettings(BaseSettings):
 
     model_config = _prefixed("SESSION_")
 
-    idle_timeout: timedelta = timedelta(days=7)
-    max_lifetime: timedelta = timedelta(days=30)
-    touch_interval: timedelta = timedelta(minutes=5)
+    idle_timeout: timedelta = Field(
+        default=timedelta(days=7), description="a session expires after this long without use"
+    )
+    max_lifetime: timedelta = Field(
+        default=timedelta(days=30), description="and at the latest this long after it was issued"
+    )
+    touch_interval: timedelta = Field(
+        default=timedelta(minutes=5),
+        description="`last_seen_at` and the sliding expiry are written at most this often",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> "SessionSettings":
@@ -239,7 +311,13 @@ class PasswordSettings(BaseSettings):
 
     model_config = _prefixed("PASSWORD_")
 
-    hash_concurrency: int = Field(default=4, ge=1, le=256)
+    hash_concurrency: int = Field(
+        default=4,
+        ge=1,
+        le=256,
+        description="argon2 hashes and verifications running at once (64 MiB each); "
+        "the others wait",
+    )
 
 
 def load_password_settings(**values: Any) -> PasswordSettings:

@@ -108,7 +108,7 @@ def install() -> Telemetry:
         return _installed
     spans = InMemorySpanExporter()
     tracing = TracerProvider()
-    tracing.add_span_processor(scrubbed(SimpleSpanProcessor(spans)))  # as the README says
+    tracing.add_span_processor(scrubbed(SimpleSpanProcessor(spans)))  # as the docs advise
     trace.set_tracer_provider(tracing)
     reader = InMemoryMetricReader()
     metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))

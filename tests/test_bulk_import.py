@@ -200,7 +200,7 @@ async def test_row_the_database_refuses_names_its_position_and_field(
     assert await count(db_session, "check-") == 0
 
 
-def test_readme_states_the_default_chunk_size() -> None:
-    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+def test_the_docs_state_the_default_chunk_size() -> None:
+    page = Path(__file__).parents[1] / "docs" / "reference" / "api.md"
 
-    assert f"chunks of {bulk.DEFAULT_CHUNK_ROWS:,} rows" in readme
+    assert f"chunks of {bulk.DEFAULT_CHUNK_ROWS:,} rows" in page.read_text(encoding="utf-8")

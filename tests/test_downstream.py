@@ -16,34 +16,14 @@ from sqlalchemy.engine import URL
 
 from app_db.testing.plugin import run_in_thread
 from app_db.testing.server import TestServer
+from tests import tutorial
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 
-MODELS = """\
-import uuid
-from datetime import datetime
-
-from sqlmodel import Field
-
-from app_db.models import AppModel, created_at_field, id_field
-
-
-class Order(AppModel, table=True):
-    __tablename__ = "orders"
-
-    id: uuid.UUID = id_field()
-    user_id: uuid.UUID = Field(foreign_key="users.id", ondelete="CASCADE", index=True)
-    item: str
-    created_at: datetime = created_at_field()
-"""
-
-PYTEST_INI = """\
-[pytest]
-filterwarnings = error
-pythonpath = .
-"""
+TUTORIAL = tutorial.files()  # the tutorial's files: this test runs the tutorial as written
+PYTEST_INI = TUTORIAL["pytest.ini"]
 PYTEST_ASYNCIO_INI = (
     PYTEST_INI
     + """\
@@ -52,71 +32,6 @@ asyncio_default_fixture_loop_scope = session
 asyncio_default_test_loop_scope = session
 """
 )
-
-API = """\
-from collections.abc import AsyncIterator
-from typing import Annotated
-import uuid
-
-from fastapi import Depends, FastAPI
-from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel.ext.asyncio.session import AsyncSession
-
-from app_db import transaction
-from shop.models import Order
-
-
-def create_app(sessionmaker: async_sessionmaker[AsyncSession]) -> FastAPI:
-    app = FastAPI()
-
-    async def db() -> AsyncIterator[AsyncSession]:
-        async with transaction(sessionmaker) as session:
-            yield session
-
-    @app.post("/orders", status_code=201)
-    async def place(
-        user_id: uuid.UUID, item: str, session: Annotated[AsyncSession, Depends(db)]
-    ) -> dict[str, str]:
-        order = Order(user_id=user_id, item=item)
-        session.add(order)
-        await session.flush()
-        return {"id": str(order.id)}
-
-    return app
-"""
-
-TEST_API_ANYIO = """\
-import pytest
-from httpx import ASGITransport, AsyncClient
-from pydantic import SecretStr
-from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel.ext.asyncio.session import AsyncSession
-
-from app_db import UserCreate, users
-from shop.api import create_app
-from shop.models import Order
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.mark.anyio
-async def test_place_an_order_over_http(
-    db_sessionmaker: async_sessionmaker[AsyncSession], db_session: AsyncSession
-) -> None:
-    user = await users.create(
-        db_session, UserCreate(email="fan@example.com", password=SecretStr("correct horse"))
-    )
-    await db_session.commit()
-    transport = ASGITransport(app=create_app(db_sessionmaker))
-    async with AsyncClient(transport=transport, base_url="http://test") as client:
-        response = await client.post("/orders", params={"user_id": str(user.id), "item": "pen"})
-    assert response.status_code == 201, response.text
-    order = await db_session.get(Order, response.json()["id"])
-    assert order is not None
-"""
 
 TEST_TRIO = """\
 import pytest
@@ -232,18 +147,32 @@ def test_an_app_on_the_installed_wheel(
     )
     project = tmp_path / "shop-project"
     (project / "shop").mkdir(parents=True)
+    (project / "tests").mkdir()
     (project / "shop" / "__init__.py").write_text("")
-    (project / "shop" / "models.py").write_text(MODELS)
+    for path, text in TUTORIAL.items():
+        (project / path).write_text(text)
     env = environment(DATABASE_URL=plain(database))
-    app_db, alembic = bin_dir / "app-db", bin_dir / "alembic"
-
-    out = run(app_db, "migrations", "init", "--models", "shop.models", cwd=project, env=env)
-    assert "wrote alembic.ini" in out
+    test_env = environment(TEST_DATABASE_URL=plain(app_db_server.admin_url))
+    steps = tutorial.commands()
+    assert steps[0] == ["pip", "install", "'app-db[testing]'", "fastapi", "httpx"]  # done above
+    outputs: dict[str, str] = {}
+    for words in steps[1:]:
+        command = " ".join(words)
+        assert words[0] in ("app-db", "alembic", "pytest"), command
+        extra = ["-q", "-p", "no:cacheprovider"] if words[0] == "pytest" else []
+        outputs[command] = run(
+            bin_dir / words[0],
+            *words[1:],
+            *extra,
+            cwd=project,
+            env=test_env if words[0] == "pytest" else env,
+        )
+    assert "wrote alembic.ini" in outputs["app-db migrations init --models shop.models"]
     assert (project / "migrations" / "env.py").is_file()
+    assert "1 passed" in outputs["pytest"]
+    assert "(at head)" in outputs["app-db check"]
+    assert "nothing to do" in outputs["app-db migrate"]  # the deploy step, once at head
 
-    out = run(app_db, "migrate", cwd=project, env=env)
-    assert "is at head (app_db_" in out
-    out = run(alembic, "revision", "--autogenerate", "-m", "orders", cwd=project, env=env)
     (revision,) = (project / "migrations" / "versions").glob("*_orders.py")
     text = revision.read_text()
     assert "op.create_table('orders'" in text or 'op.create_table("orders"' in text
@@ -252,16 +181,9 @@ def test_an_app_on_the_installed_wheel(
     assert "drop_table" not in text.split("def downgrade")[0]  # app_db's tables stay
     site_versions = next((tmp_path / "venv").glob("lib/python*/site-packages/app_db/_alembic"))
     assert [p.name for p in (site_versions / "versions").glob("*.py")] == ["0001_initial_schema.py"]
+    assert "No new upgrade operations detected" in outputs["alembic check"]
 
-    run(alembic, "upgrade", "heads", cwd=project, env=env)
-    out = run(alembic, "check", cwd=project, env=env)
-    assert "No new upgrade operations detected" in out
-
-    out = run(app_db, "check", cwd=project, env=env)
-    assert "(at head)" in out
-    out = run(app_db, "migrate", cwd=project, env=env)
-    assert "nothing to do" in out
-
+    app_db, alembic = bin_dir / "app-db", bin_dir / "alembic"
     fresh_env = environment(DATABASE_URL=plain(fresh))
     run(alembic, "upgrade", "heads", cwd=project, env=fresh_env)
     out = run(alembic, "check", cwd=project, env=fresh_env)
@@ -272,20 +194,12 @@ def test_an_app_on_the_installed_wheel(
     out = run(alembic, "current", cwd=project, env=fresh_env)
     assert "app_db_0001" in out
 
-    test_env = environment(TEST_DATABASE_URL=plain(app_db_server.admin_url))
     run_tests_both_ways(project, bin_dir, test_env)
 
 
 def run_tests_both_ways(project: Path, bin_dir: Path, test_env: dict[str, str]) -> None:
-    """Run the project's tests FastAPI's way (AnyIO alone), then with pytest-asyncio too."""
+    """After the tutorial's own run (FastAPI's way): a trio misconfiguration, and pytest-asyncio."""
     pytest_ = (bin_dir / "pytest", "-q", "-p", "no:cacheprovider")
-    (project / "shop" / "api.py").write_text(API)
-    (project / "tests").mkdir()
-    (project / "tests" / "test_api.py").write_text(TEST_API_ANYIO)
-    (project / "pytest.ini").write_text(PYTEST_INI)
-
-    out = run(*pytest_, cwd=project, env=test_env)  # FastAPI's way: AnyIO's plugin alone
-    assert "1 passed" in out
     (project / "misconfigured").mkdir()
     (project / "misconfigured" / "test_trio.py").write_text(TEST_TRIO)
     out = run(*pytest_, "misconfigured", cwd=project, env=test_env, expect=1)
