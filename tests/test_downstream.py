@@ -6,8 +6,11 @@ environments (no editable install), in a project folder that is not this reposit
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -143,7 +146,7 @@ def test_an_app_on_the_installed_wheel(
 ) -> None:
     database, fresh = project_databases
     bin_dir = make_venv(
-        tmp_path / "venv", f"app-db[testing] @ {wheel.as_uri()}", "fastapi", "httpx"
+        tmp_path / "venv", f"app-db[testing] @ {wheel.as_uri()}", "fastapi", "httpx", "uvicorn"
     )
     project = tmp_path / "shop-project"
     (project / "shop").mkdir(parents=True)
@@ -154,10 +157,14 @@ def test_an_app_on_the_installed_wheel(
     env = environment(DATABASE_URL=plain(database))
     test_env = environment(TEST_DATABASE_URL=plain(app_db_server.admin_url))
     steps = tutorial.commands()
-    assert steps[0] == ["pip", "install", "'app-db[testing]'", "fastapi", "httpx"]  # done above
+    install = ["pip", "install", "'app-db[testing]'", "fastapi", "httpx", "uvicorn"]
+    assert steps[0] == install  # done above, from the wheel
     outputs: dict[str, str] = {}
     for words in steps[1:]:
         command = " ".join(words)
+        if words[0] == "uvicorn":
+            outputs[command] = serve_and_order(bin_dir, words, project, env)
+            continue
         assert words[0] in ("app-db", "alembic", "pytest"), command
         extra = ["-q", "-p", "no:cacheprovider"] if words[0] == "pytest" else []
         outputs[command] = run(
@@ -172,6 +179,7 @@ def test_an_app_on_the_installed_wheel(
     assert "1 passed" in outputs["pytest"]
     assert "(at head)" in outputs["app-db check"]
     assert "nothing to do" in outputs["app-db migrate"]  # the deploy step, once at head
+    assert outputs["uvicorn shop.main:app"] == "201"
 
     (revision,) = (project / "migrations" / "versions").glob("*_orders.py")
     text = revision.read_text()
@@ -195,6 +203,62 @@ def test_an_app_on_the_installed_wheel(
     assert "app_db_0001" in out
 
     run_tests_both_ways(project, bin_dir, test_env)
+
+
+def serve_and_order(bin_dir: Path, words: list[str], project: Path, env: dict[str, str]) -> str:
+    """Serve the tutorial's app as the page says (on a free port), place an order through it."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [str(bin_dir / words[0]), *words[1:], "--port", str(port)],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        user = run(
+            bin_dir / "python",
+            "-c",
+            CREATE_USER,
+            cwd=project,
+            env=env,
+        ).strip()
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(
+                    urllib.request.Request(
+                        f"http://127.0.0.1:{port}/orders?user_id={user}&item=pen", method="POST"
+                    ),
+                    timeout=5,
+                ) as response:
+                    return str(response.status)
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise
+                time.sleep(0.2)
+    finally:
+        server.terminate()
+        server.communicate(timeout=10)
+
+
+CREATE_USER = """\
+import asyncio
+from pydantic import SecretStr
+from app_db import UserCreate, create_engine, create_sessionmaker, transaction, users
+
+async def main():
+    engine = create_engine()
+    async with transaction(create_sessionmaker(engine)) as db:
+        data = UserCreate(email="tutorial@example.com", password=SecretStr("correct horse"))
+        print((await users.create(db, data)).id)
+    await engine.dispose()
+
+asyncio.run(main())
+"""
 
 
 def run_tests_both_ways(project: Path, bin_dir: Path, test_env: dict[str, str]) -> None:
