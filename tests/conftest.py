@@ -10,7 +10,9 @@ import pytest
 import pytest_asyncio
 from pydantic import SecretStr
 from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app_db.engine import create_engine, dispose
 from app_db.settings import Settings
 from app_db.testing.embedded import EmbeddedCluster, load_wheel
 from app_db.testing.server import TestServer, migrate
@@ -82,6 +84,16 @@ async def own_database(empty_database: URL) -> URL:
     """A migrated database for one test that must commit; dropped afterwards."""
     await migrate(empty_database)
     return empty_database
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def engine(own_database: URL) -> AsyncIterator[AsyncEngine]:
+    """An engine at the default settings (coalescing on, 64 a batch) on ``own_database``."""
+    built = create_engine(settings(own_database))
+    try:
+        yield built
+    finally:
+        await dispose(built)
 
 
 @pytest_asyncio.fixture(loop_scope="session")

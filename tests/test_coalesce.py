@@ -2,7 +2,6 @@
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -29,15 +28,6 @@ from tests.tcp_proxy import Proxy
 
 pytestmark = pytest.mark.slow
 USERS = 40
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def engine(own_database: URL) -> AsyncIterator[AsyncEngine]:
-    built = create_engine(settings(own_database))  # the defaults: coalescing on, 64 a batch
-    try:
-        yield built
-    finally:
-        await dispose(built)
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -131,7 +121,7 @@ async def test_a_connection_killed_mid_batch_fails_the_batch_typed_then_recovers
         async with locker.transaction():
             await locker.execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
             tasks = [asyncio.create_task(by_email(maker, email)) for email in emails]
-            await _until_a_batch_waits_on(locker)
+            await until_a_batch_waits_on(locker)
             await proxy.stop()
             results = await asyncio.gather(*tasks, return_exceptions=True)
         assert all(isinstance(r, DatabaseUnavailableError) for r in results), results
@@ -143,7 +133,7 @@ async def test_a_connection_killed_mid_batch_fails_the_batch_typed_then_recovers
         await proxy.stop()
 
 
-async def _until_a_batch_waits_on(locker: asyncpg.Connection) -> None:
+async def until_a_batch_waits_on(locker: asyncpg.Connection) -> None:
     async with asyncio.timeout(10):
         while True:
             waiting = await locker.fetchval(

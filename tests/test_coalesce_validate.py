@@ -2,7 +2,6 @@
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -31,6 +30,7 @@ from app_db.tokens import new_token
 from tests.conftest import settings
 from tests.factories import make_user
 from tests.tcp_proxy import Proxy
+from tests.test_coalesce import until_a_batch_waits_on
 
 pytestmark = pytest.mark.slow
 POLICY = SessionSettings(
@@ -48,15 +48,6 @@ class Tokens:
     expected: dict[str, Answer]
     """Every token, valid or not, with the (session id, user id) validate must return."""
     valid: list[str]
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def engine(own_database: URL) -> AsyncIterator[AsyncEngine]:
-    built = create_engine(settings(own_database))  # the defaults: coalescing on, 64 a batch
-    try:
-        yield built
-    finally:
-        await dispose(built)
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -199,7 +190,7 @@ async def test_a_connection_killed_mid_batch_fails_the_batch_typed_then_recovers
         async with locker.transaction():
             await locker.execute("LOCK TABLE sessions IN ACCESS EXCLUSIVE MODE")
             tasks = [asyncio.create_task(check(maker, token)) for token in batch]
-            await _until_a_batch_waits_on(locker)
+            await until_a_batch_waits_on(locker)
             await proxy.stop()
             results = await asyncio.gather(*tasks, return_exceptions=True)
         assert all(isinstance(r, DatabaseUnavailableError) for r in results), results
@@ -212,18 +203,6 @@ async def test_a_connection_killed_mid_batch_fails_the_batch_typed_then_recovers
         await locker.close()
         await dispose(through)
         await proxy.stop()
-
-
-async def _until_a_batch_waits_on(locker: asyncpg.Connection) -> None:
-    async with asyncio.timeout(10):
-        while True:
-            waiting = await locker.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                " AND wait_event_type = 'Lock'"
-            )
-            if waiting:
-                return
-            await asyncio.sleep(0.01)
 
 
 async def test_inside_a_transaction_that_holds_a_connection_each_validate_runs_alone(

@@ -3,12 +3,11 @@
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
 import pytest
-import pytest_asyncio
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import StatusCode
 from sqlalchemy import text
@@ -138,15 +137,6 @@ async def test_a_typed_error_is_the_outcome_and_its_message_stays_out(
     assert span.status.status_code is StatusCode.ERROR
     assert span.status.description == "DuplicateEmailError"
     assert not span.events  # no exception event: its message names the email
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def engine(own_database: URL) -> AsyncIterator[AsyncEngine]:
-    built = create_engine(settings(own_database))
-    try:
-        yield built
-    finally:
-        await dispose(built)
 
 
 async def test_a_coalesced_batch_of_20_is_one_statement_linked_from_each_caller(

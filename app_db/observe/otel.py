@@ -118,6 +118,22 @@ _READINGS: dict[str, Any] = {
     "fallbacks": lambda s: [(s.replica_fallbacks, {})],
 }
 
+_OBSERVED = (
+    # kind, name, what stats gives, unit, description
+    ("up_down_counter", "db.client.connection.count", "count", "{connection}",
+     "Connections in the pool, by state (used, idle)."),
+    ("up_down_counter", "app_db.pool.overflow", "overflow", "{connection}",
+     "Connections open beyond the pool size."),
+    ("up_down_counter", "db.client.connection.pending_requests", "pending", "{request}",
+     "Tasks waiting for their turn at a connection."),
+    ("counter", "db.client.connection.timeouts", "timeouts", "{timeout}",
+     "Checkouts that gave up after the pool timeout."),
+    ("counter", "app_db.pool.invalidated", "invalidated", "{connection}",
+     "Connections found dead and replaced."),
+    ("counter", "app_db.replica.fallbacks", "fallbacks", "{read}",
+     "Reads that went to the primary because the read replica failed."),
+)  # fmt: skip
+
 if metrics is not None:
     _DEFAULT_METER_PROVIDERS: tuple[type, ...] = (metrics.NoOpMeterProvider,)
     # The API's stand-in until an SDK is set lives in a private module: look it up softly.
@@ -125,42 +141,9 @@ if metrics is not None:
     if _proxy is not None and hasattr(_proxy, "_ProxyMeterProvider"):
         _DEFAULT_METER_PROVIDERS += (_proxy._ProxyMeterProvider,)
     _meter = metrics.get_meter(INSTRUMENTATION)
-    _meter.create_observable_up_down_counter(
-        "db.client.connection.count",
-        [_observe("count")],
-        unit="{connection}",
-        description="Connections in the pool, by state (used, idle).",
-    )
-    _meter.create_observable_up_down_counter(
-        "app_db.pool.overflow",
-        [_observe("overflow")],
-        unit="{connection}",
-        description="Connections open beyond the pool size.",
-    )
-    _meter.create_observable_up_down_counter(
-        "db.client.connection.pending_requests",
-        [_observe("pending")],
-        unit="{request}",
-        description="Tasks waiting for their turn at a connection.",
-    )
-    _meter.create_observable_counter(
-        "db.client.connection.timeouts",
-        [_observe("timeouts")],
-        unit="{timeout}",
-        description="Checkouts that gave up after the pool timeout.",
-    )
-    _meter.create_observable_counter(
-        "app_db.pool.invalidated",
-        [_observe("invalidated")],
-        unit="{connection}",
-        description="Connections found dead and replaced.",
-    )
-    _meter.create_observable_counter(
-        "app_db.replica.fallbacks",
-        [_observe("fallbacks")],
-        unit="{read}",
-        description="Reads that went to the primary because the read replica failed.",
-    )
+    for kind, name, reading, unit, description in _OBSERVED:
+        create = getattr(_meter, f"create_observable_{kind}")
+        create(name, [_observe(reading)], unit=unit, description=description)
     _wait = _meter.create_histogram(
         "db.client.connection.wait_time",
         unit="s",
