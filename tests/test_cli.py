@@ -83,6 +83,8 @@ async def test_check_reports_head_pool_and_no_password(app_db_database: URL) -> 
     assert "revision: app_db_0001 (at head)" in out
     assert "server: PostgreSQL" in out
     assert "pool: size 10" in out
+    assert "probe: SELECT 1 in " in out
+    assert "pool now 0 in use, 1 idle, 0 overflow, 0 waiting; since start 0 timeouts" in out
     assert "***" in out
     assert PASSWORD_MARK not in out
 
