@@ -136,16 +136,15 @@ class _Batcher:
 
     async def _query(self, batch: list[_Waiting]) -> dict[int, Any]:
         lookup = self._lookup
-        served = f"a coalesced batch of {len(batch)} {lookup.name} lookups"
+        if spans.naming_calls:  # the batch task's own context: what the slow log names
+            spans.current_call.set(f"a coalesced batch of {len(batch)} {lookup.name} lookups")
         if len(batch) == 1:  # the one-key statement: a plan of its own, no array
             rows = await fastpath.run_borrowed(
-                self._engine, lookup.one_sql, (batch[0][0], *lookup.args), served
+                self._engine, lookup.one_sql, (batch[0][0], *lookup.args)
             )
             return {1: rows[0]} if rows else {}
         keys = [entry[0] for entry in batch]
-        rows = await fastpath.run_borrowed(
-            self._engine, lookup.batch_sql, (keys, *lookup.args), served
-        )
+        rows = await fastpath.run_borrowed(self._engine, lookup.batch_sql, (keys, *lookup.args))
         return {row["n"]: row for row in rows}
 
 

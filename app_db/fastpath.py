@@ -108,19 +108,13 @@ async def on_engines(
     return await read(primary)
 
 
-async def run_borrowed(
-    engine: AsyncEngine, sql: str, args: tuple[object, ...], served: str | None = None
-) -> Sequence[Row]:
-    """Run one statement on a connection borrowed from ``engine``'s pool for it alone.
-
-    ``served`` names what the statement serves in the slow-statement log (by default, the
-    API call running).
-    """
+async def run_borrowed(engine: AsyncEngine, sql: str, args: tuple[object, ...]) -> Sequence[Row]:
+    """Run one statement on a connection borrowed from ``engine``'s pool for it alone."""
     options = engine.sync_engine.get_execution_options()
     if not options.get(DRIVER_READS, True):
         async with engine.connect() as borrowed:
             return await _through_sqlalchemy(borrowed, sql, args)
-    return await _borrowed(engine, sql, args, slow.threshold(options), served)
+    return await _borrowed(engine, sql, args, slow.threshold(options))
 
 
 async def _borrowed(
@@ -128,7 +122,6 @@ async def _borrowed(
     sql: str,
     args: tuple[object, ...],
     slow_after: float | None,
-    served: str | None,
 ) -> Sequence[Row]:
     """Run a read on a pooled connection; a connection found dead is replaced and tried again.
 
@@ -139,7 +132,7 @@ async def _borrowed(
         async with fair_turn(engine):
             pooled = await engine.raw_connection()
             try:
-                rows = await _on_driver(pooled.driver_connection, sql, args, slow_after, served)
+                rows = await _on_driver(pooled.driver_connection, sql, args, slow_after)
             except _DISCONNECTS as exc:
                 await greenlet_spawn(pooled.invalidate, exc)
                 if attempt == 2:
@@ -172,7 +165,6 @@ async def _on_driver(
     sql: str,
     args: tuple[object, ...],
     slow_after: float | None = None,
-    served: str | None = None,
 ) -> Sequence[Row]:
     connection: asyncpg.Connection = driver
     # On cancellation asyncpg sends the server a cancel request, and the connection's next
@@ -182,7 +174,7 @@ async def _on_driver(
         return rows
     started = time.perf_counter()
     rows = await connection.fetch(sql, *args)
-    slow.report(time.perf_counter() - started, slow_after, sql, served)
+    slow.report(time.perf_counter() - started, slow_after, sql)
     return rows
 
 

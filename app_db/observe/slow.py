@@ -38,11 +38,11 @@ def threshold(options: Any) -> float | None:
     return None if value is None else value / 1000
 
 
-def report(seconds: float, limit: float, statement: str, served: str | None = None) -> None:
+def report(seconds: float, limit: float, statement: str) -> None:
     """Log a statement that took ``seconds``, when that is over ``limit``."""
     if seconds < limit:
         return
-    call = served or spans.current_call.get() or "outside any app_db call"
+    call = spans.current_call.get() or "outside any app_db call"
     logger.warning("slow statement: %.0f ms in %s: %s", seconds * 1000, call, _shown(statement))
 
 

@@ -45,11 +45,12 @@ def _traced(
 ) -> Callable[P, Coroutine[Any, Any, R]]:
     @functools.wraps(function)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        if not naming_calls and not otel.tracing_on():
+        tracing = otel.tracing_on()
+        if not naming_calls and not tracing:
             return await function(*args, **kwargs)  # the common case: one check, no more
         token = current_call.set(name)
         try:
-            if not otel.tracing_on():
+            if not tracing:
                 return await function(*args, **kwargs)
             with otel.tracer().start_as_current_span(
                 name,
