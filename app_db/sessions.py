@@ -228,14 +228,18 @@ async def purge_expired(
     """
     if batch_size < 1:
         raise InvalidInputError("must be at least 1", field="batch_size")
+    # MATERIALIZED: the batch is chosen once. As a plain subquery the planner may rescan it
+    # (a nested loop), and each rescan of ``LIMIT ... SKIP LOCKED`` can pick other rows, so one
+    # statement deleted more than ``batch_size`` rows.
     batch = (
         sa_select(col(Session.id))
         .where(col(Session.expires_at) <= func.now())
         .limit(batch_size)
         .with_for_update(skip_locked=True)
-        .scalar_subquery()
+        .cte("batch")
+        .prefix_with("MATERIALIZED")
     )
-    statement = delete(Session).where(col(Session.id).in_(batch))
+    statement = delete(Session).where(col(Session.id).in_(sa_select(batch.c.id)))
     connection = await db.connection()
     deleted = batches = 0
     while max_batches is None or batches < max_batches:
