@@ -21,8 +21,8 @@ from app_db.models import Session, User
 from app_db.models.session import USER_AGENT_MAX_LENGTH, IPAddress
 from app_db.models.types import uuid7
 from app_db.observe.spans import traced
+from app_db.security.tokens import hash_token, is_well_formed, new_token
 from app_db.settings import SessionSettings, load_session_settings
-from app_db.tokens import hash_token, is_well_formed, new_token
 from app_db.validation import validated_value
 
 DEFAULT_PURGE_BATCH = 1000

@@ -15,7 +15,12 @@ from app_db.models import User, UserCreate, UserUpdate
 from app_db.models.types import EMAIL_MAX_LENGTH, normalize_email
 from app_db.models.user import Password
 from app_db.observe.spans import traced
-from app_db.passwords import burn_verification, hash_password, needs_rehash, verify_password
+from app_db.security.passwords import (
+    burn_verification,
+    hash_password,
+    needs_rehash,
+    verify_password,
+)
 from app_db.validation import validated, validated_value
 
 _PASSWORD = TypeAdapter(Password)

@@ -10,10 +10,10 @@ import asyncpg
 from sqlalchemy.engine import URL
 
 from app_db.models.types import uuid7
-from app_db.passwords import HASHER
+from app_db.security.passwords import HASHER
+from app_db.security.tokens import hash_token, new_token
 from app_db.settings import SessionSettings
 from app_db.testing.server import TestServer
-from app_db.tokens import hash_token, new_token
 
 POLICY = SessionSettings(
     _env_file=None,

@@ -24,9 +24,9 @@ import asyncpg
 from sqlalchemy.engine import make_url
 
 from app_db import create_engine, create_sessionmaker, transaction, users
-from app_db import passwords as app_passwords
 from app_db.engine import dispose
 from app_db.models.types import uuid7
+from app_db.security import passwords as app_passwords
 from app_db.testing import settings_for
 from app_db.testing.server import find_test_server
 from bench.database import create_database, plain_dsn

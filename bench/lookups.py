@@ -19,7 +19,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app_db import customers, session_lookups, sessions, transaction, users
 from app_db.models import Customer, Session, User
 from app_db.pagination import encode_cursor
-from app_db.tokens import hash_token, new_token
+from app_db.security.tokens import hash_token, new_token
 from bench.database import POLICY, Seed
 from bench.harness import Operation
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import asyncpg
 
+from app_db.security.tokens import hash_token
 from app_db.testing.embedded import load_wheel
-from app_db.tokens import hash_token
 from bench.lookups import RAW_BY_EMAIL, RAW_VALIDATE
 
 CLIENTS = 32

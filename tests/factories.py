@@ -6,7 +6,7 @@ from functools import cache
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_db.models import User, UserCreate
-from app_db.passwords import HASHER
+from app_db.security.passwords import HASHER
 
 PASSWORD = "correct horse battery"
 _numbers = itertools.count()

@@ -20,8 +20,9 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from app_db import sessions, tokens, users
+from app_db import sessions, users
 from app_db.observe.scrub import scrubbed
+from app_db.security import tokens
 from tests.factories import PASSWORD
 
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+")

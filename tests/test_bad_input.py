@@ -22,12 +22,12 @@ from app_db import (
     InvalidInputError,
     NotFoundError,
     customers,
-    passwords,
     sessions,
     users,
 )
 from app_db.models import CustomerCreate, CustomerUpdate, SessionUpdate, UserCreate, UserUpdate
 from app_db.pagination import encode_cursor
+from app_db.security import passwords
 
 EXPECTED = (InvalidInputError, DuplicateEmailError, NotFoundError)
 RUNS = settings(

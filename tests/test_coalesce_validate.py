@@ -25,8 +25,8 @@ from app_db import (
 )
 from app_db import coalesce as batching
 from app_db.engine import dispose, read_engine
+from app_db.security.tokens import new_token
 from app_db.session_lookups import for_policy
-from app_db.tokens import new_token
 from tests.conftest import settings
 from tests.factories import make_user
 from tests.tcp_proxy import Proxy

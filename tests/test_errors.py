@@ -18,7 +18,6 @@ from app_db import (
     create_engine,
     create_sessionmaker,
     customers,
-    passwords,
     transaction,
     users,
 )
@@ -31,6 +30,7 @@ from app_db.errors import (
     error_for_constraint,
 )
 from app_db.models import CustomerCreate, UserUpdate, metadata
+from app_db.security import passwords
 from tests.conftest import settings
 from tests.factories import PASSWORD, make_user
 

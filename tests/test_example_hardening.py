@@ -16,7 +16,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_db import create_engine, create_sessionmaker
 from app_db.example import COOKIE, MIB, ExampleSettings, create_app
-from app_db.tokens import new_token
+from app_db.security.tokens import new_token
 from tests.conftest import settings
 from tests.test_example_app import PASSWORD, sign_up_and_log_in
 

@@ -5,8 +5,8 @@ import threading
 
 import pytest
 
-from app_db import passwords
 from app_db.errors import ConfigurationError
+from app_db.security import passwords
 from app_db.settings import load_password_settings
 
 

@@ -14,12 +14,12 @@ from app_db import (
     create_engine,
     create_sessionmaker,
     customers,
-    passwords,
     sessions,
     transaction,
     users,
 )
 from app_db.models import CustomerCreate, UserCreate
+from app_db.security import passwords
 from tests.pgbouncer import binary, pgbouncer
 
 pytestmark = [

@@ -19,12 +19,12 @@ from app_db import (
     create_engine,
     create_sessionmaker,
     customers,
-    passwords,
     sessions,
     transaction,
     users,
 )
 from app_db.models import UserCreate
+from app_db.security import passwords
 from app_db.settings import SessionSettings
 from tests.conftest import settings
 from tests.factories import make_user

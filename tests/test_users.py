@@ -11,12 +11,12 @@ from app_db import (
     DuplicateEmailError,
     InvalidInputError,
     NotFoundError,
-    passwords,
     sessions,
     users,
 )
 from app_db.models import UserCreate, UserUpdate
-from app_db.passwords import HASHER
+from app_db.security import passwords
+from app_db.security.passwords import HASHER
 from tests.factories import PASSWORD, make_user
 
 

@@ -8,7 +8,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from app_db.tokens import new_token
+from app_db.security.tokens import new_token
 from tests.telemetry import Keeper, Telemetry, leaks
 
 
