@@ -12,6 +12,7 @@ from app_db.errors import (
     NotFoundError,
     PoolTimeoutError,
     StatementTimeoutError,
+    ThrottledError,
 )
 from app_db.models import (
     AppModel,
@@ -55,6 +56,7 @@ __all__ = [
     "SessionUpdate",
     "Settings",
     "StatementTimeoutError",
+    "ThrottledError",
     "User",
     "UserCreate",
     "UserRead",

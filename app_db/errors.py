@@ -65,7 +65,10 @@ class InvalidInputError(AppDBError, ValueError):
     ) -> "InvalidInputError":
         """Build from a Pydantic error, keeping field names and messages but not the input."""
         details = [
-            {"field": ".".join(str(part) for part in e["loc"]) or None, "message": e["msg"]}
+            {
+                "field": ".".join(str(part) for part in e["loc"]) or None,
+                "message": e["msg"].removeprefix("Value error, "),
+            }
             for e in error.errors(include_url=False, include_input=False, include_context=False)
         ]
         first = details[0]
@@ -91,6 +94,17 @@ class ConflictError(AppDBError):
 
 class DuplicateEmailError(ConflictError):
     """Raise when another user already has the email, compared case-insensitively."""
+
+
+class ThrottledError(AppDBError):
+    """Raise when an attempt is refused after too many failures; retry after ``retry_after`` s.
+
+    It is refused before any password is checked, so it costs one round trip.
+    """
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"too many failed attempts: try again in {retry_after} s")
+        self.retry_after = retry_after
 
 
 class DatabaseUnavailableError(AppDBError, ConnectionError):

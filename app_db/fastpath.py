@@ -117,18 +117,44 @@ async def run_borrowed(engine: AsyncEngine, sql: str, args: tuple[object, ...]) 
     return await _borrowed(engine, sql, args, slow.threshold(options))
 
 
+def engine_of(db: AsyncSession) -> AsyncEngine:
+    """Return the engine of the session's bind, an engine or a connection of one."""
+    bind = db.bind
+    if isinstance(bind, AsyncEngine):
+        return bind
+    if isinstance(bind, AsyncConnection):
+        return bind.engine
+    raise TypeError("the session must be bound to an AsyncEngine or an AsyncConnection")
+
+
+async def run_alone(engine: AsyncEngine, sql: str, *args: object) -> Sequence[Row]:
+    """Run one statement in a transaction of its own, committed when it returns.
+
+    It borrows a pooled connection of ``engine``, so what it writes stays whatever becomes of
+    the caller's transaction. It is not retried: it may write something that is not idempotent.
+    """
+    options = engine.sync_engine.get_execution_options()
+    if not options.get(DRIVER_READS, True):
+        async with engine.begin() as connection:
+            return await _through_sqlalchemy(connection, sql, args)
+    return await _borrowed(engine, sql, args, slow.threshold(options), retry=False)
+
+
 async def _borrowed(
     engine: AsyncEngine,
     sql: str,
     args: tuple[object, ...],
     slow_after: float | None,
+    *,
+    retry: bool = True,
 ) -> Sequence[Row]:
-    """Run a read on a pooled connection; a connection found dead is replaced and tried again.
+    """Run a statement on a pooled connection, outside any transaction (it commits alone).
 
-    Only idempotent statements come here (lookups, and validate's touch, which writes now()),
-    so one retry on a fresh connection hides a connection the server dropped while idle.
+    With ``retry``, a connection found dead is replaced and the statement tried again: only
+    idempotent statements may (lookups, and validate's touch, which writes now()), so that one
+    retry on a fresh connection hides a connection the server dropped while idle.
     """
-    for attempt in (1, 2):
+    for attempt in (1, 2) if retry else (2,):
         async with fair_turn(engine):
             pooled = await engine.raw_connection()
             try:
@@ -182,7 +208,7 @@ async def _through_sqlalchemy(
     connection: AsyncConnection, sql: str, args: tuple[object, ...]
 ) -> Sequence[Row]:
     result = await connection.exec_driver_sql(sql, args)
-    return list(result.mappings())
+    return list(result.mappings()) if result.returns_rows else []
 
 
 def _holds_connection(db: AsyncSession) -> bool:

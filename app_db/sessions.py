@@ -21,6 +21,8 @@ from app_db.models import Session, User
 from app_db.models.session import USER_AGENT_MAX_LENGTH, IPAddress
 from app_db.models.types import uuid7
 from app_db.observe.spans import traced
+from app_db.security import events
+from app_db.security.events import Client, current_client
 from app_db.security.tokens import hash_token, is_well_formed, new_token
 from app_db.settings import SessionSettings, load_session_settings
 from app_db.validation import validated_value
@@ -58,38 +60,68 @@ async def issue(
     """Start a session for the user; return the token (shown once) and the stored row.
 
     The session lasts ``ttl`` (default: the idle timeout), capped by the absolute lifetime.
-    Raises ``NotFoundError`` when no such user exists.
+    ``ip`` and ``user_agent`` default to those of the enclosing ``security.client`` block.
+    Beyond ``SESSION_MAX_PER_USER`` live sessions, the same statement revokes the oldest
+    (concurrent logins of one user may each keep one more until the next). Raises
+    ``NotFoundError`` when no such user exists.
     """
     policy = settings or default_settings()
     lifetime = policy.idle_timeout if ttl is None else ttl
     if lifetime <= timedelta(0):
         raise InvalidInputError("must be positive", field="ttl")
+    asking = current_client()
     token = new_token()
-    address = validated_value(_IP, ip, field="ip")
+    address = validated_value(_IP, asking.address if ip is None else ip, field="ip")
+    agent = _clean_user_agent(asking.user_agent if user_agent is None else user_agent)
+    values: tuple[object, ...] = (
+        uuid7(),
+        user_id,
+        hash_token(token),
+        None if address is None else ipaddress.ip_address(address),
+        agent,
+        min(lifetime, policy.max_lifetime),
+    )
+    capped = policy.max_per_user > 0
     connection = await db.connection()
     result = await connection.exec_driver_sql(
-        ISSUE_SQL,
-        (
-            uuid7(),
-            user_id,
-            hash_token(token),
-            None if address is None else ipaddress.ip_address(address),
-            _clean_user_agent(user_agent),
-            min(lifetime, policy.max_lifetime),
-        ),
+        ISSUE_CAPPED_SQL if capped else ISSUE_SQL,
+        (*values, policy.max_per_user - 1) if capped else values,
     )
-    session = fastpath.load_values(db, Session, _session_values(result.mappings().one()))
+    row = result.mappings().one()
+    session = fastpath.load_values(db, Session, _session_values(row))
     db.add(session)  # persistent already: joins the session's identity map, no INSERT
+    client = Client(address, agent)
+    events.record(events.SESSION_ISSUED, user_id=user_id, session_id=session.id, client=client)
+    if capped and row["revoked"]:
+        events.record(
+            events.SESSION_REVOKED, user_id=user_id, reason="session_cap", count=row["revoked"]
+        )
     return token, session
 
 
 _SESSION_NAMES = session_lookups.SESSION_NAMES
 _USER_COLUMNS = tuple((name, f"u_{name}") for name in session_lookups.USER_NAMES)
-ISSUE_SQL = f"""
+_INSERT = """
     INSERT INTO sessions (id, user_id, token_hash, ip, user_agent, expires_at)
     VALUES ($1, $2, $3, $4, $5, now() + $6::interval)
-    RETURNING {", ".join(_SESSION_NAMES)}
+"""
+ISSUE_SQL = f"{_INSERT} RETURNING {', '.join(_SESSION_NAMES)}"
+ISSUE_CAPPED_SQL = f"""
+WITH issued AS ({_INSERT} RETURNING {", ".join(_SESSION_NAMES)}),
+over_cap AS (
+    UPDATE sessions SET revoked_at = now()
+    WHERE id IN (
+        SELECT id FROM sessions
+        WHERE user_id = $2 AND revoked_at IS NULL AND expires_at > now()
+        ORDER BY created_at DESC, id DESC
+        OFFSET $7
+    )
+    RETURNING id
+)
+SELECT issued.*, (SELECT count(*) FROM over_cap) AS revoked FROM issued
 """  # noqa: S608 - built from the model's column names only
+"""Issue a session, and revoke the user's live sessions beyond the newest ``$7`` others (the
+statement does not see the row it inserts)."""
 
 
 def _session_values(row: fastpath.Row) -> dict[str, object]:
@@ -158,31 +190,49 @@ async def rotate(
     old = result.scalars().first()
     if old is None:
         return None
-    return await issue(db, old.user_id, ip=old.ip, user_agent=old.user_agent, settings=settings)
+    new_token_, new = await issue(
+        db, old.user_id, ip=old.ip, user_agent=old.user_agent, settings=settings
+    )
+    events.record(events.SESSION_ROTATED, user_id=old.user_id, session_id=old.id)
+    return new_token_, new
 
 
 @traced
 @typed_errors
 async def revoke(db: AsyncSession, token: str) -> bool:
-    """Revoke the live session of a token; return whether there was one."""
+    """Revoke the live session of a token (a logout); return whether there was one."""
     if not is_well_formed(token):
         return False
-    result = await db.exec(
-        update(Session)
-        .where(_live(hash_token(token)))
-        .values(revoked_at=func.now())
-        .returning(Session)
-        .execution_options(populate_existing=True, synchronize_session=False)
+    return await _revoke(db, _live(hash_token(token)), reason="logout") > 0
+
+
+@traced
+@typed_errors
+async def revoke_by_id(db: AsyncSession, user_id: uuid.UUID, session_id: uuid.UUID) -> bool:
+    """Revoke one live session of the user, by its id (sign a device out from a list of
+    ``list_for_user``); return whether the user had such a live session."""
+    conditions = (
+        col(Session.id) == session_id,
+        col(Session.user_id) == user_id,
+        col(Session.revoked_at).is_(None),
+        col(Session.expires_at) > func.now(),
     )
-    return result.scalars().first() is not None
+    return await _revoke(db, and_(*conditions), reason="by_id") > 0
 
 
 @traced
 @typed_errors
 async def revoke_all(
-    db: AsyncSession, user_id: uuid.UUID, *, except_session_id: uuid.UUID | None = None
+    db: AsyncSession,
+    user_id: uuid.UUID,
+    *,
+    except_session_id: uuid.UUID | None = None,
+    reason: str = "all",
 ) -> int:
-    """Revoke every live session of a user, but the one kept; return how many were revoked."""
+    """Revoke every live session of a user, but the one kept; return how many were revoked.
+
+    ``reason`` goes into the security event (``password_changed``, say).
+    """
     conditions = [
         col(Session.user_id) == user_id,
         col(Session.revoked_at).is_(None),
@@ -190,14 +240,33 @@ async def revoke_all(
     ]
     if except_session_id is not None:
         conditions.append(col(Session.id) != except_session_id)
+    return await _revoke(db, and_(*conditions), reason=reason, user_id=user_id)
+
+
+async def _revoke(
+    db: AsyncSession,
+    condition: ColumnElement[bool],
+    *,
+    reason: str,
+    user_id: uuid.UUID | None = None,
+) -> int:
+    """Revoke the sessions that match; record one event for one session, else one with a count."""
     result = await db.exec(
         update(Session)
-        .where(*conditions)
+        .where(condition)
         .values(revoked_at=func.now())
         .returning(Session)
         .execution_options(populate_existing=True, synchronize_session=False)
     )
-    return len(result.scalars().all())
+    revoked = result.scalars().all()
+    if len(revoked) == 1:
+        only = revoked[0]
+        events.record(
+            events.SESSION_REVOKED, user_id=only.user_id, session_id=only.id, reason=reason
+        )
+    elif revoked:
+        events.record(events.SESSION_REVOKED, user_id=user_id, reason=reason, count=len(revoked))
+    return len(revoked)
 
 
 @traced

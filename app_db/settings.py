@@ -2,11 +2,12 @@
 
 import ssl
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from pydantic import Field, FilePath, SecretStr, ValidationError, model_validator
+from pydantic import Field, FilePath, ImportString, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -289,6 +290,13 @@ class SessionSettings(BaseSettings):
         default=timedelta(minutes=5),
         description="`last_seen_at` and the sliding expiry are written at most this often",
     )
+    max_per_user: int = Field(
+        default=10,
+        ge=0,
+        le=10_000,
+        description="live sessions one user may hold; a new one revokes the oldest beyond it "
+        "(`0`: no cap)",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> "SessionSettings":
@@ -316,8 +324,84 @@ class PasswordSettings(BaseSettings):
         ge=1,
         le=256,
         description="argon2 hashes and verifications running at once (64 MiB each); "
-        "the others wait",
+        "the others wait; one client network gets at most half of them",
     )
+    breach_check: ImportString[Callable[[str], Awaitable[bool]]] | None = Field(
+        default=None,
+        description="`module:name` of an async function that says whether a password appeared "
+        "in a breach, asked at sign-up and password change; "
+        "`app_db.security.breach:pwned_passwords` asks Have I Been Pwned; unset: off",
+    )
+    pwned_url: str = Field(
+        default="https://api.pwnedpasswords.com/range/",
+        description="the range API that `pwned_passwords` asks (the first 5 hex digits of the "
+        "password's SHA-1 are appended; the password never leaves)",
+    )
+    breach_timeout: float = Field(
+        default=2.0,
+        gt=0,
+        le=60,
+        description="seconds the breach check may take; after that, or on any error, the "
+        "password is accepted and a WARNING logged on `app_db.security`",
+    )
+
+
+class ThrottleSettings(BaseSettings):
+    """Failed-login limits, from ``THROTTLE_*`` variables (durations: seconds or ISO 8601).
+
+    Failures are counted in PostgreSQL per account and client network, and per network for
+    all accounts together. Past its free failures, a counter makes the next attempt wait
+    ``THROTTLE_BASE_DELAY``, doubling with each further failure up to ``THROTTLE_MAX_DELAY``.
+    A success resets the account's counter for that network. A counter starts over after
+    ``THROTTLE_WINDOW`` without an attempt, and is purged after it.
+    """
+
+    model_config = _prefixed("THROTTLE_")
+
+    account_free_failures: int = Field(
+        default=5,
+        ge=0,
+        le=1000,
+        description="failed logins to one account from one network before delays begin",
+    )
+    network_free_failures: int = Field(
+        default=100,
+        ge=0,
+        le=100_000,
+        description="failed logins from one network, all accounts together, before delays begin",
+    )
+    base_delay: timedelta = Field(
+        default=timedelta(seconds=1), description="the first delay; each failure doubles it"
+    )
+    max_delay: timedelta = Field(default=timedelta(minutes=15), description="the longest delay")
+    window: timedelta = Field(
+        default=timedelta(days=1),
+        description="a counter with no attempt for this long starts over (and may be purged)",
+    )
+    ipv4_prefix: int = Field(
+        default=24, ge=8, le=32, description="an IPv4 client's network: its `/24` by default"
+    )
+    ipv6_prefix: int = Field(
+        default=64, ge=16, le=128, description="an IPv6 client's network: its `/64` by default"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ThrottleSettings":
+        if min(self.base_delay, self.max_delay, self.window) <= timedelta(0):
+            raise ValueError("THROTTLE_* durations must be positive")
+        if self.base_delay > self.max_delay:
+            raise ValueError("THROTTLE_BASE_DELAY must not exceed THROTTLE_MAX_DELAY")
+        if self.max_delay > self.window:
+            raise ValueError("THROTTLE_MAX_DELAY must not exceed THROTTLE_WINDOW")
+        return self
+
+
+def load_throttle_settings(**values: Any) -> ThrottleSettings:
+    """Read the throttle settings, raising ``ConfigurationError`` that names the variable."""
+    try:
+        return ThrottleSettings(**values)
+    except ValidationError as exc:
+        raise ConfigurationError(_describe(exc, prefix="THROTTLE_")) from None
 
 
 def load_password_settings(**values: Any) -> PasswordSettings:

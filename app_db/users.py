@@ -10,17 +10,27 @@ from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_db import coalesce, fastpath, sessions
-from app_db.errors import InvalidInputError, NotFoundError, row_required, typed_errors
+from app_db.errors import (
+    InvalidInputError,
+    NotFoundError,
+    ThrottledError,
+    row_required,
+    typed_errors,
+)
 from app_db.models import User, UserCreate, UserUpdate
+from app_db.models.password import Password
 from app_db.models.types import EMAIL_MAX_LENGTH, normalize_email
-from app_db.models.user import Password
 from app_db.observe.spans import traced
+from app_db.security import events, throttle
+from app_db.security.events import Client, current_client
 from app_db.security.passwords import (
     burn_verification,
     hash_password,
     needs_rehash,
     verify_password,
 )
+from app_db.security.policy import check_new_password
+from app_db.settings import ThrottleSettings
 from app_db.validation import validated, validated_value
 
 _PASSWORD = TypeAdapter(Password)
@@ -36,11 +46,15 @@ _BY_ID = coalesce.by_key("users.id", "users", _USER_NAMES, "t.id = {}", "uuid")
 async def create(db: AsyncSession, data: UserCreate) -> User:
     """Create a user with a normalised email and an argon2id password hash.
 
-    Raises ``DuplicateEmailError`` when the email is taken in any letter case. The insert runs
-    in a savepoint, so the caller's transaction stays usable after that error.
+    The password must not be common, nor the email or name (``UserCreate`` checks that), nor
+    known to the breach check when ``PASSWORD_BREACH_CHECK`` names one. Raises
+    ``DuplicateEmailError`` when the email is taken in any letter case. The insert runs in a
+    savepoint, so the caller's transaction stays usable after that error.
     """
     data = validated(UserCreate, data)
-    password_hash = await hash_password(data.password.get_secret_value())
+    secret = data.password.get_secret_value()
+    await check_new_password(secret, email=data.email, display_name=data.display_name)
+    password_hash = await hash_password(secret)
     user = User.model_validate(data, update={"password_hash": password_hash})
     async with db.begin_nested():
         db.add(user)
@@ -85,20 +99,53 @@ def _lookup_form(email: str) -> str | None:
 
 @traced
 @typed_errors
-async def authenticate(db: AsyncSession, email: str, password: str | SecretStr) -> User | None:
-    """Return the active user whose password matches, else ``None``.
+async def authenticate(
+    db: AsyncSession,
+    email: str,
+    password: str | SecretStr,
+    *,
+    ip: str | None = None,
+    user_agent: str | None = None,
+    limits: ThrottleSettings | None = None,
+) -> User | None:
+    """Return the active user whose password matches, else ``None``; refuse while throttled.
 
-    An unknown email costs one hash verification too, so timing does not reveal which emails
-    exist. A hash made with older parameters is replaced by one with the current parameters
-    (in a savepoint: a user deleted meanwhile gets ``None``, and the transaction stays usable).
+    ``ip`` is the client's address (default: that of the enclosing ``security.client``
+    block). Failures are counted per account and client network, and per network, in
+    PostgreSQL (see ``app_db.security.throttle``); while a count's delay runs, the attempt
+    raises ``ThrottledError`` with ``retry_after``, before any password is checked. The count
+    is committed on its own, whatever becomes of the caller's transaction. An unknown email
+    costs one hash verification too, so timing does not reveal which emails exist. A hash made
+    with older parameters is replaced by one with the current parameters (in a savepoint: a
+    user deleted meanwhile gets ``None``, and the transaction stays usable). Each outcome is a
+    security event on the logger ``app_db.security``.
     """
     plain = password.get_secret_value() if isinstance(password, SecretStr) else password
-    user = await get_by_email(db, email)
+    asking = current_client()
+    address = asking.address if ip is None else ip
+    agent = asking.user_agent if user_agent is None else user_agent
+    policy = limits or throttle.default_settings()
+    network = throttle.network_of(address, policy)
+    lookup = _lookup_form(email)
+    counted = throttle.attempt("login", (lookup or "?").lower(), network)
+    client = Client(address, agent)
+    try:
+        await throttle.admit(db, counted, policy)
+    except ThrottledError as refused:
+        events.record(events.LOGIN_THROTTLED, retry_after=refused.retry_after, client=client)
+        raise
+    user = await get_by_email(db, email) if lookup is not None else None
     if user is None:
-        await burn_verification(plain)
+        await burn_verification(plain, network=network)
+        events.record(events.LOGIN_FAILED, reason="unknown_email", client=client)
         return None
-    if not await verify_password(user.password_hash, plain) or not user.is_active:
+    if not await verify_password(user.password_hash, plain, network=network):
+        events.record(events.LOGIN_FAILED, reason="wrong_password", user_id=user.id, client=client)
         return None
+    if not user.is_active:
+        events.record(events.LOGIN_FAILED, reason="inactive", user_id=user.id, client=client)
+        return None
+    await throttle.succeeded(db, counted, policy)
     if needs_rehash(user.password_hash):
         password_hash = await hash_password(plain)
         try:
@@ -107,40 +154,72 @@ async def authenticate(db: AsyncSession, email: str, password: str | SecretStr) 
                 user.password_hash = password_hash
         except StaleDataError:
             return None
+    events.record(events.LOGIN_SUCCEEDED, user_id=user.id, client=client)
     return user
 
 
 @traced
 @typed_errors
-async def update(db: AsyncSession, user_id: uuid.UUID, data: UserUpdate) -> User:
+async def update(
+    db: AsyncSession,
+    user_id: uuid.UUID,
+    data: UserUpdate,
+    *,
+    keep_session_id: uuid.UUID | None = None,
+) -> User:
     """Apply the fields set in ``data``; raise ``NotFoundError`` or ``DuplicateEmailError``.
 
-    The change is written in a savepoint: after either error the transaction stays usable.
+    A new email (not only in another letter case) is a new login name: every session of the
+    user but ``keep_session_id`` (the device that made the change) is revoked. The change is
+    written in a savepoint: after either error the transaction stays usable.
     """
     data = validated(UserUpdate, data)
     changes = data.model_dump(exclude_unset=True)
     if "email" in changes and changes["email"] is None:
         raise InvalidInputError("email cannot be removed", field="email")
     user = await _require(db, user_id)
+    new_email = "email" in changes and changes["email"].lower() != user.email.lower()
     with row_required("user", user_id):
         async with db.begin_nested():
             user.sqlmodel_update(changes)
+    if new_email:
+        events.record(events.EMAIL_CHANGED, user_id=user_id)
+        await sessions.revoke_all(
+            db, user_id, except_session_id=keep_session_id, reason="email_changed"
+        )
     return user
 
 
 @traced
 @typed_errors
-async def set_password(db: AsyncSession, user_id: uuid.UUID, password: str | SecretStr) -> None:
-    """Replace the user's password hash. Other sessions stay valid: revoke them if needed.
+async def set_password(
+    db: AsyncSession,
+    user_id: uuid.UUID,
+    password: str | SecretStr,
+    *,
+    keep_session_id: uuid.UUID | None = None,
+    revoke_sessions: bool = True,
+) -> int:
+    """Replace the user's password hash and revoke their other sessions; return how many.
 
-    Raise ``NotFoundError`` when there is no such user, also when another transaction deleted
-    it after this one loaded it (that failed write ends the transaction: roll it back).
+    Every live session of the user but ``keep_session_id`` (the device that made the change)
+    is revoked, unless ``revoke_sessions`` is false (say, when the user chose to keep their
+    other devices signed in). The password is checked as ``create`` checks it. Raise
+    ``NotFoundError`` when there is no such user, also when another transaction deleted it
+    after this one loaded it (that failed write ends the transaction: roll it back).
     """
-    secret = validated_value(_PASSWORD, password, field="password")
+    secret = validated_value(_PASSWORD, password, field="password").get_secret_value()
     user = await _require(db, user_id)
-    user.password_hash = await hash_password(secret.get_secret_value())
+    await check_new_password(secret, email=user.email, display_name=user.display_name)
+    user.password_hash = await hash_password(secret)
     with row_required("user", user_id):
         await db.flush()
+    events.record(events.PASSWORD_CHANGED, user_id=user_id)
+    if not revoke_sessions:
+        return 0
+    return await sessions.revoke_all(
+        db, user_id, except_session_id=keep_session_id, reason="password_changed"
+    )
 
 
 @traced
@@ -152,7 +231,8 @@ async def deactivate(db: AsyncSession, user_id: uuid.UUID) -> None:
     user.is_active = False
     with row_required("user", user_id):
         await db.flush()
-    await sessions.revoke_all(db, user_id)
+    events.record(events.USER_DEACTIVATED, user_id=user_id)
+    await sessions.revoke_all(db, user_id, reason="deactivated")
 
 
 async def _require(db: AsyncSession, user_id: uuid.UUID) -> User:

@@ -12,9 +12,13 @@ T = TypeVar("T")
 
 
 def validated(schema: type[M], data: M | Mapping[str, Any], *, position: int | None = None) -> M:
-    """Return ``data`` as a validated ``schema``; an instance of it is taken as it is."""
-    if isinstance(data, schema):
-        return data
+    """Return ``data`` as a validated ``schema``, an instance of it validated again.
+
+    An instance may have skipped validation (``model_construct``) or been changed since: its
+    fields are validated like a mapping's. Only the fields it was given count as set.
+    """
+    if isinstance(data, BaseModel):
+        data = {name: getattr(data, name) for name in data.model_fields_set}
     try:
         return schema.model_validate(data)
     except ValidationError as exc:

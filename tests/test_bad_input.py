@@ -21,6 +21,7 @@ from app_db import (
     DuplicateEmailError,
     InvalidInputError,
     NotFoundError,
+    ThrottledError,
     customers,
     sessions,
     users,
@@ -29,7 +30,7 @@ from app_db.models import CustomerCreate, CustomerUpdate, SessionUpdate, UserCre
 from app_db.pagination import encode_cursor
 from app_db.security import passwords
 
-EXPECTED = (InvalidInputError, DuplicateEmailError, NotFoundError)
+EXPECTED = (InvalidInputError, DuplicateEmailError, NotFoundError, ThrottledError)
 RUNS = settings(
     max_examples=150,
     deadline=None,
@@ -68,15 +69,18 @@ async def attempt(db: AsyncSession, call: Callable[[], Awaitable[Any]]) -> None:
             await savepoint.rollback()
 
 
+addresses = st.one_of(st.ip_addresses().map(str), nasty_text)
+
+
 @RUNS
-@given(email=emails, password=nasty_text, display_name=st.none() | nasty_text)
+@given(email=emails, password=nasty_text, display_name=st.none() | nasty_text, address=addresses)
 async def test_users_create_and_lookups(
-    db_session: AsyncSession, email: str, password: str, display_name: str | None
+    db_session: AsyncSession, email: str, password: str, display_name: str | None, address: str
 ) -> None:
     data = {"email": email, "password": password, "display_name": display_name}
     await attempt(db_session, lambda: users.create(db_session, data))  # type: ignore[arg-type]
     await attempt(db_session, lambda: users.get_by_email(db_session, email))
-    await attempt(db_session, lambda: users.authenticate(db_session, email, password))
+    await attempt(db_session, lambda: users.authenticate(db_session, email, password, ip=address))
     await attempt(
         db_session,
         lambda: users.update(db_session, uuid.uuid4(), {"email": email}),  # type: ignore[arg-type]

@@ -123,7 +123,7 @@ async def test_without_configuration_it_fails_with_the_settings_error(tmp_path: 
     assert "set DATABASE_URL, or POSTGRES_HOST" in out
 
 
-async def test_purge_sessions_deletes_expired_ones(empty_database: URL) -> None:
+async def test_purge_deletes_expired_sessions_and_quiet_login_counters(empty_database: URL) -> None:
     env = environment(DATABASE_URL=with_password(empty_database))
     assert (await app_db("migrate", env=env))[0] == 0
     engine = create_engine(settings_for(empty_database), pool_size=1, max_overflow=0)
@@ -141,16 +141,23 @@ async def test_purge_sessions_deletes_expired_ones(empty_database: URL) -> None:
                     " FROM users, generate_series(1, 7) AS i"
                 )
             )
+            await connection.execute(
+                text(
+                    "INSERT INTO throttles (key, failures, last_attempt_at, blocked_until)"
+                    " SELECT sha256(i::text::bytea), 3, now() - i * interval '20 hours', now()"
+                    " FROM generate_series(1, 3) AS i"
+                )
+            )
     finally:
         await engine.dispose()
 
-    code, out = await app_db("purge-sessions", "--batch-size", "2", env=env)
+    code, out = await app_db("purge", "--batch-size", "2", env=env)
 
     assert code == 0, out
-    assert out.strip().endswith("deleted 4 expired sessions")
+    assert out.strip().endswith("deleted 4 expired sessions and 2 quiet login counters")
 
 
-DATABASE_COMMANDS = (("migrate",), ("check",), ("purge-sessions",))
+DATABASE_COMMANDS = (("migrate",), ("check",), ("purge",), ("purge-sessions",))
 
 
 async def test_every_command_refused_by_the_server_answers_in_one_line(
@@ -173,7 +180,7 @@ async def test_every_command_refused_by_the_server_answers_in_one_line(
 
 async def test_bad_arguments_answer_in_one_line(tmp_path: Path) -> None:
     for args in (
-        ("purge-sessions", "--batch-size", "0"),
+        ("purge", "--batch-size", "0"),
         ("purge-sessions", "--batch-size", "many"),
         ("check", "--config", str(tmp_path / "missing.ini")),
         ("migrations", "init", "--models", "not a module"),

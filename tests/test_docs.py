@@ -20,7 +20,7 @@ from pytest_examples import CodeExample, find_examples
 from sqlalchemy.engine import URL
 
 import app_db
-from app_db.settings import PasswordSettings, SessionSettings, Settings
+from app_db.settings import PasswordSettings, SessionSettings, Settings, ThrottleSettings
 from tests import tutorial
 
 pytestmark = pytest.mark.slow
@@ -122,14 +122,17 @@ def test_the_reference_lists_every_exported_name() -> None:
     assert sorted(listed) == sorted(app_db.__all__)
 
 
-@pytest.mark.parametrize("settings", [Settings, SessionSettings, PasswordSettings])
+@pytest.mark.parametrize(
+    "settings", [Settings, SessionSettings, PasswordSettings, ThrottleSettings]
+)
 def test_the_settings_reference_names_the_variables_the_class_reads(
-    settings: type[Settings | SessionSettings | PasswordSettings], monkeypatch: pytest.MonkeyPatch
+    settings: type[Settings | SessionSettings | PasswordSettings | ThrottleSettings],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Each listed variable, set in the environment, reaches its field; none is left out."""
     documented = {name for name, _, meaning in variables(settings) if meaning}
     assert len(documented) == len(settings.model_fields)
-    samples = {int: "7", float: "7.5", bool: "true"}
+    samples = {int: "24", float: "7.5", bool: "true"}
     monkeypatch.chdir(ROOT / "docs")  # no .env file here
     for name, field in settings.model_fields.items():
         variable = next(v for v in documented if v.endswith(name.upper()))
@@ -138,5 +141,5 @@ def test_the_settings_reference_names_the_variables_the_class_reads(
             read = (
                 settings(database_url="postgresql://h/db") if settings is Settings else settings()
             )
-            assert str(getattr(read, name)).lower() in ("7", "7.5", "true"), variable
+            assert str(getattr(read, name)).lower() in ("24", "7.5", "true"), variable
             monkeypatch.delenv(variable)

@@ -1,4 +1,4 @@
-"""Initial schema: users, login sessions and customers.
+"""Initial schema: users, login sessions, failed-login counters and customers.
 
 This is the project's only revision. Until the first release it is edited in place.
 
@@ -94,6 +94,25 @@ def upgrade() -> None:
     )
     op.create_index(op.f("ix_sessions_user_id"), "sessions", ["user_id"])
     op.create_index(op.f("ix_sessions_expires_at"), "sessions", ["expires_at"])
+    op.create_index(
+        "ix_sessions_user_id_unrevoked",
+        "sessions",
+        ["user_id", "created_at"],
+        postgresql_where=sa.text("revoked_at IS NULL"),
+    )
+
+    # Failed-login counters, keyed by a SHA-256 (no email, no address in the table).
+    op.create_table(
+        "throttles",
+        sa.Column("key", sa.LargeBinary(), nullable=False),
+        sa.Column("failures", sa.Integer(), nullable=False),
+        _timestamp("last_attempt_at"),
+        _timestamp("blocked_until", server_default=False),
+        sa.PrimaryKeyConstraint("key", name=op.f("pk_throttles")),
+        sa.CheckConstraint("octet_length(key) = 32", name=op.f("ck_throttles_key_length")),
+        sa.CheckConstraint("failures >= 0", name=op.f("ck_throttles_failures_not_negative")),
+    )
+    op.create_index("ix_throttles_last_attempt_at", "throttles", ["last_attempt_at"])
 
     op.create_table(
         "customers",
@@ -156,6 +175,9 @@ def downgrade() -> None:
     op.drop_index("ix_customers_name_trgm", table_name="customers")
     op.drop_index("ix_customers_created_at_id", table_name="customers")
     op.drop_table("customers")
+    op.drop_index("ix_throttles_last_attempt_at", table_name="throttles")
+    op.drop_table("throttles")
+    op.drop_index("ix_sessions_user_id_unrevoked", table_name="sessions")
     op.drop_table("sessions")
     op.drop_index("uq_users_email_lower", table_name="users")
     op.drop_table("users")

@@ -1,4 +1,4 @@
-"""The ``app-db`` command: ``dev``, ``migrate``, ``check``, ``purge-sessions`` and ``migrations``.
+"""The ``app-db`` command: ``dev``, ``migrate``, ``check``, ``purge`` and ``migrations``.
 
 Every failure is one line on stderr and a non-zero exit: 2 for a bad argument or setting,
 1 for a database that cannot be reached or used.
@@ -66,8 +66,17 @@ def parser() -> argparse.ArgumentParser:
             "--config", type=Path, help="the project's alembic.ini (default: ./alembic.ini if any)"
         )
         command.set_defaults(run=run)
-    purge = commands.add_parser("purge-sessions", help="delete expired sessions in batches")
-    purge.add_argument("--batch-size", type=_positive, default=sessions.DEFAULT_PURGE_BATCH)
+    purge = commands.add_parser(
+        "purge",
+        aliases=["purge-sessions"],
+        help="delete expired sessions and quiet login counters in batches",
+    )
+    purge.add_argument(
+        "--batch-size",
+        type=_positive,
+        default=sessions.DEFAULT_PURGE_BATCH,
+        help="rows deleted per transaction",
+    )
     purge.set_defaults(run=purge_command)
     migrations = commands.add_parser("migrations", help="set up this project's own migrations")
     actions = migrations.add_subparsers(dest="action", required=True, parser_class=_Parser)

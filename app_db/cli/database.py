@@ -1,4 +1,4 @@
-"""``app-db migrate``, ``check`` and ``purge-sessions``: the commands that reach the database."""
+"""``app-db migrate``, ``check`` and ``purge``: the commands that reach the database."""
 
 import argparse
 import asyncio
@@ -18,6 +18,7 @@ from app_db.migrations import (
     upgrade,
 )
 from app_db.observe.stats import PoolStats
+from app_db.security import throttle
 from app_db.settings import Settings, load_settings
 
 
@@ -118,22 +119,26 @@ def _report(found: Status) -> int:
     )
 
 
-async def _purge(settings: Settings, batch_size: int) -> int:
+async def _purge(settings: Settings, batch_size: int) -> tuple[int, int]:
     engine = create_engine(settings, pool_size=1, max_overflow=0)
     maker = create_sessionmaker(engine)
-    total = 0
+    totals = []
     try:
-        while True:
-            async with maker() as db, db.begin():
-                deleted = await sessions.purge_expired(db, batch_size=batch_size, max_batches=1)
-            total += deleted
-            if deleted < batch_size:
-                return total
+        for purge in (sessions.purge_expired, throttle.purge_expired):
+            total = 0
+            while True:
+                async with maker() as db, db.begin():
+                    deleted = await purge(db, batch_size=batch_size, max_batches=1)
+                total += deleted
+                if deleted < batch_size:
+                    break
+            totals.append(total)
     finally:
         await dispose(engine)
+    return totals[0], totals[1]
 
 
 def purge_command(args: argparse.Namespace) -> int:
-    total = asyncio.run(_purge(load_settings(), args.batch_size))
-    say(f"deleted {total} expired sessions")
+    expired, quiet = asyncio.run(_purge(load_settings(), args.batch_size))
+    say(f"deleted {expired} expired sessions and {quiet} quiet login counters")
     return 0

@@ -4,6 +4,7 @@ from app_db.models.base import NAMING_CONVENTION, AppModel, metadata
 from app_db.models.columns import created_at_field, id_field, updated_at_field
 from app_db.models.customer import Customer, CustomerCreate, CustomerRead, CustomerUpdate
 from app_db.models.session import Session, SessionCreate, SessionRead, SessionUpdate
+from app_db.models.throttle import Throttle
 from app_db.models.types import TZDateTime, uuid7
 from app_db.models.user import User, UserCreate, UserRead, UserUpdate
 
@@ -19,6 +20,7 @@ __all__ = [
     "SessionRead",
     "SessionUpdate",
     "TZDateTime",
+    "Throttle",
     "User",
     "UserCreate",
     "UserRead",

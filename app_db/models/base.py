@@ -1,5 +1,6 @@
 """The declarative base: one registry whose metadata names every constraint and index."""
 
+from pydantic import ConfigDict
 from sqlalchemy import MetaData
 from sqlalchemy.orm import registry
 from sqlmodel import SQLModel
@@ -23,4 +24,9 @@ class AppModel(SQLModel, registry=registry(metadata=metadata)):
     that ``app-db migrations init`` sets up), and its constraints are named by
     ``NAMING_CONVENTION``. ``id_field``, ``created_at_field`` and ``updated_at_field`` give
     the columns app_db's own tables share. SQLModel's default metadata is left alone.
+
+    Validation errors never repeat the input (``hide_input_in_errors``): a password or a token
+    put in the wrong field must not reach a log through the error.
     """
+
+    model_config = ConfigDict(hide_input_in_errors=True)  # type: ignore[assignment]

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated
 
 from pydantic import AfterValidator, AwareDatetime, StringConstraints
-from sqlalchemy import CheckConstraint, LargeBinary, Text
+from sqlalchemy import CheckConstraint, Index, LargeBinary, Text, text
 from sqlmodel import Field
 
 from app_db.models.base import AppModel
@@ -18,7 +18,10 @@ USER_AGENT_MAX_LENGTH = 512
 
 
 def _ip_address(value: str) -> str:
-    return str(ipaddress.ip_address(value))
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ValueError("not an IP address") from None  # ipaddress's message repeats it
 
 
 IPAddress = Annotated[str, StringConstraints(strip_whitespace=True), AfterValidator(_ip_address)]
@@ -57,11 +60,18 @@ class Session(SessionBase, table=True):
             f"char_length(user_agent) <= {USER_AGENT_MAX_LENGTH}", name="user_agent_length"
         ),
         CheckConstraint("expires_at > created_at", name="expires_at_after_created_at"),
+        # A user's unrevoked sessions, newest last: the session cap finds the oldest here.
+        Index(
+            "ix_sessions_user_id_unrevoked",
+            "user_id",
+            "created_at",
+            postgresql_where=text("revoked_at IS NULL"),
+        ),
     )
     __mapper_args__ = {"eager_defaults": True}  # noqa: RUF012
 
     id: uuid.UUID = id_field()
-    token_hash: bytes = Field(sa_type=LargeBinary, unique=True)
+    token_hash: bytes = Field(sa_type=LargeBinary, unique=True, repr=False)
     created_at: datetime = created_at_field()
     expires_at: datetime = Field(sa_type=TZDateTime, nullable=False, index=True)
     last_seen_at: datetime = created_at_field()

@@ -1,6 +1,7 @@
 """Column types and validated field types shared by the models."""
 
 import os
+import re
 import threading
 import time
 import uuid
@@ -83,7 +84,19 @@ def normalize_email(value: str) -> str:
             postgres_text(value), check_deliverability=False, allow_smtputf8=True
         ).normalized
     except EmailNotValidError as exc:
-        raise ValueError(f"not a valid email address: {exc}") from None
+        raise ValueError(f"not a valid email address: {_without_input(str(exc))}") from None
+
+
+def _without_input(message: str) -> str:
+    """Keep the sentence of an email_validator message, not the characters or parts it quotes.
+
+    Its messages name what was wrong after a colon or in parentheses (``... before the
+    @-sign: SPACE.``, ``... not valid IDNA (... 'xn--…' ...)``): an error must not repeat input.
+    """
+    return _QUOTED_PART.split(message, maxsplit=1)[0].rstrip(" .") + "."
+
+
+_QUOTED_PART = re.compile(r":| \(")
 
 
 PostgresText = AfterValidator(postgres_text)

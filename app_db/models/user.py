@@ -4,37 +4,21 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, AwareDatetime, SecretStr, StringConstraints
+from pydantic import AwareDatetime, SecretStr, StringConstraints, ValidationInfo, field_validator
 from sqlalchemy import CheckConstraint, Index, Text, func, true
 from sqlmodel import Field, col
 
 from app_db.models.base import AppModel
 from app_db.models.columns import created_at_field, id_field, updated_at_field
+from app_db.models.password import PERSONAL, Password, is_personal
 from app_db.models.types import EMAIL_MAX_LENGTH, Email, PostgresText
 
 DISPLAY_NAME_MAX_LENGTH = 100
-PASSWORD_MIN_LENGTH = 8
-PASSWORD_MAX_LENGTH = 1024
 
 DisplayName = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=DISPLAY_NAME_MAX_LENGTH),
     PostgresText,
-]
-
-
-def _encodable(password: SecretStr) -> SecretStr:
-    try:
-        password.get_secret_value().encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("must be valid Unicode (no lone surrogates)") from None
-    return password
-
-
-Password = Annotated[
-    SecretStr,
-    StringConstraints(min_length=PASSWORD_MIN_LENGTH, max_length=PASSWORD_MAX_LENGTH),
-    AfterValidator(_encodable),
 ]
 
 
@@ -45,6 +29,14 @@ class UserBase(AppModel):
 
 class UserCreate(UserBase):
     password: Password
+
+    @field_validator("password")
+    @classmethod
+    def _not_personal(cls, password: SecretStr, info: ValidationInfo) -> SecretStr:
+        email, name = info.data.get("email"), info.data.get("display_name")
+        if is_personal(password.get_secret_value(), email, name):
+            raise ValueError(PERSONAL)
+        return password
 
 
 class UserUpdate(AppModel):
@@ -74,7 +66,7 @@ class User(UserBase, table=True):
     __mapper_args__ = {"eager_defaults": True}  # noqa: RUF012
 
     id: uuid.UUID = id_field()
-    password_hash: str = Field(sa_type=Text)
+    password_hash: str = Field(sa_type=Text, repr=False)
     is_active: bool = Field(default=True, sa_column_kwargs={"server_default": true()})
     created_at: datetime = created_at_field()
     updated_at: datetime = updated_at_field()

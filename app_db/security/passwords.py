@@ -6,11 +6,16 @@ threads (argon2 releases the GIL, so a login never stalls the other requests), a
 ``PASSWORD_HASH_CONCURRENCY`` at once: each one holds 64 MiB, so the bound is sized for
 memory, not cores. It has threads of its own (AnyIO's), apart from the loop's default
 executor that ``asyncio.to_thread`` and other blocking work share.
+
+A verification for a client network (see ``throttle.network_of``) takes at most half of the
+slots: guesses from one network queue behind each other, while the other networks' logins
+find a slot free.
 """
 
 import asyncio
 import weakref
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import cache
 from typing import TypeVar
 
@@ -45,19 +50,58 @@ async def _in_worker(function: Callable[..., T], *args: object) -> T:
     return await to_thread.run_sync(function, *args, limiter=hashing_limiter())
 
 
+class _Shares:
+    """A bound per network on the slots in use, for one event loop."""
+
+    def __init__(self, share: int) -> None:
+        self.share = share
+        self.limiters: dict[str, CapacityLimiter] = {}
+
+    @asynccontextmanager
+    async def held(self, network: str) -> AsyncIterator[None]:
+        limiter = self.limiters.get(network)
+        if limiter is None:
+            limiter = self.limiters[network] = CapacityLimiter(self.share)
+        try:
+            async with limiter:
+                yield
+        finally:
+            if not limiter.borrowed_tokens and not limiter.statistics().tasks_waiting:
+                self.limiters.pop(network, None)
+
+
+_shares: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Shares]"
+_shares = weakref.WeakKeyDictionary()
+
+
+def network_share(network: str) -> AbstractAsyncContextManager[None]:
+    """Hold one of a network's slots: at most half of ``PASSWORD_HASH_CONCURRENCY`` (at least 1)."""
+    loop = asyncio.get_running_loop()
+    shares = _shares.get(loop)
+    if shares is None:
+        shares = _shares[loop] = _Shares(max(1, _concurrency() // 2))
+    return shares.held(network)
+
+
 async def hash_password(password: str) -> str:
     """Return the argon2id hash of ``password``."""
     return await _in_worker(_hash, _utf8(password))
 
 
-async def verify_password(password_hash: str, password: str) -> bool:
-    """Return whether ``password`` matches ``password_hash``; a malformed hash never matches."""
-    return await _in_worker(_verify, password_hash, password)
+async def verify_password(password_hash: str, password: str, *, network: str | None = None) -> bool:
+    """Return whether ``password`` matches ``password_hash``; a malformed hash never matches.
+
+    With a client ``network``, it waits for one of that network's slots first.
+    """
+    if network is None:
+        return await _in_worker(_verify, password_hash, password)
+    async with network_share(network):
+        return await _in_worker(_verify, password_hash, password)
 
 
-async def burn_verification(password: str) -> None:
+async def burn_verification(password: str, *, network: str | None = None) -> None:
     """Spend one verification's time, so unknown accounts answer as slowly as known ones."""
-    await verify_password(await _dummy_hash(), password)
+    await verify_password(await _dummy_hash(), password, network=network)
 
 
 def needs_rehash(password_hash: str) -> bool:

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionma
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_db.migrations import PROJECT_CONFIG
+from app_db.security import throttle
 from app_db.testing.engines import engine_for_running_loop
 from app_db.testing.runners import async_fixture, pytest_fixture_setup
 from app_db.testing.server import (
@@ -140,11 +141,19 @@ async def app_db_engine(app_db_database: URL) -> AsyncEngine:
 
 @async_fixture
 async def db_connection(app_db_engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """Yield a connection inside an outer transaction that is rolled back after the test."""
+    """Yield a connection inside an outer transaction that is rolled back after the test.
+
+    Login-throttle counters are committed on their own, outside any transaction of the code
+    under test (see ``app_db.security.throttle``): those of the test are deleted after it.
+    """
+    counted = throttle.commits
     async with app_db_engine.connect() as connection:
         outer = await connection.begin()
         yield connection
         await outer.rollback()
+    if throttle.commits != counted:
+        async with app_db_engine.begin() as cleanup:
+            await cleanup.exec_driver_sql("DELETE FROM throttles")
 
 
 @async_fixture

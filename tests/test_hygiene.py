@@ -1,0 +1,120 @@
+"""No secret in a repr, no input that skips validation, no error that repeats its input."""
+
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from pydantic import SecretStr, ValidationError
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app_db import (
+    CustomerCreate,
+    CustomerUpdate,
+    InvalidInputError,
+    UserCreate,
+    UserUpdate,
+    customers,
+    sessions,
+    users,
+)
+from app_db.security.tokens import hash_token
+from tests.factories import PASSWORD, make_user, password_hash
+
+MARKER = "Zq9xMarker"  # a token or password put in the wrong field, say
+
+
+async def test_reprs_show_no_hash(db_session: AsyncSession) -> None:
+    user = await make_user(db_session)
+    token, session = await sessions.issue(db_session, user.id)
+    found = await sessions.validate(db_session, token)
+    assert found is not None
+
+    shown = [repr(user), str(user), repr(session), str(session), *map(repr, found)]
+
+    for text in shown:
+        assert password_hash() not in text
+        assert "password_hash" not in text
+        assert "token_hash" not in text
+        assert str(hash_token(token)) not in text
+        assert token not in text
+    assert user.email in repr(user)  # the repr still shows what it is
+
+
+async def test_input_built_without_validation_is_validated(db_session: AsyncSession) -> None:
+    user = await make_user(db_session)
+    unchecked = CustomerCreate.model_construct(name="Acme", email="not-an-email", phone="DROP")
+
+    with pytest.raises(InvalidInputError) as created:
+        await customers.create(db_session, unchecked)
+    with pytest.raises(InvalidInputError) as signed_up:
+        await users.create(
+            db_session,
+            UserCreate.model_construct(email="b@example.com", password=SecretStr("password")),
+        )
+    with pytest.raises(InvalidInputError):
+        await users.update(db_session, user.id, UserUpdate.model_construct(email="nope"))
+    with pytest.raises(InvalidInputError):
+        await customers.update(db_session, uuid.uuid4(), CustomerUpdate.model_construct(phone="x"))
+    assert (await customers.list(db_session)).items == []
+    with pytest.raises(InvalidInputError) as imported:  # a refused COPY ends the transaction
+        await customers.bulk_import(db_session, [CustomerCreate(name="Fine"), unchecked])
+
+    assert created.value.field == "email"
+    assert {d["field"] for d in created.value.details} == {"email", "phone"}
+    assert (imported.value.position, imported.value.field) == (1, "email")
+    assert signed_up.value.field == "password"
+
+
+async def test_input_changed_after_validation_is_validated_again(
+    db_session: AsyncSession,
+) -> None:
+    customer = CustomerCreate(name="Acme", email="a@example.com")
+    customer.email = "not an email"
+
+    with pytest.raises(InvalidInputError):
+        await customers.create(db_session, customer)
+
+
+Call = Callable[[AsyncSession, uuid.UUID], Awaitable[Any]]
+CALLS: dict[str, Call] = {
+    "sessions.issue ip": lambda db, uid: sessions.issue(db, uid, ip=MARKER),
+    "users.authenticate ip": lambda db, _: users.authenticate(db, "a@b.co", "x" * 8, ip=MARKER),
+    "users.create email": lambda db, _: users.create(
+        db,
+        {"email": f"{MARKER}<@example.com", "password": "a long pass phrase"},  # type: ignore[arg-type]
+    ),
+    "users.create idna": lambda db, _: users.create(
+        db,
+        {"email": f"a@xn--{MARKER}.com", "password": "a long pass phrase"},  # type: ignore[arg-type]
+    ),
+    "users.create password": lambda db, _: users.create(
+        db,
+        {"email": "a@example.com", "password": f"{MARKER}\ud800"},  # type: ignore[arg-type]
+    ),
+    "users.set_password": lambda db, uid: users.set_password(db, uid, "a"),
+    "customers.create phone": lambda db, _: customers.create(
+        db,
+        {"name": "Acme", "phone": f"+1 {MARKER}"},  # type: ignore[arg-type]
+    ),
+    "customers.create name": lambda db, _: customers.create(
+        db,
+        {"name": f"{MARKER}\x00"},  # type: ignore[arg-type]
+    ),
+    "customers.list search": lambda db, _: customers.list(db, search=MARKER * 30),
+    "customers.list cursor": lambda db, _: customers.list(db, cursor=MARKER),
+}
+
+
+@pytest.mark.parametrize("call", CALLS.values(), ids=CALLS.keys())
+async def test_errors_do_not_repeat_the_rejected_input(
+    db_session: AsyncSession, call: Call
+) -> None:
+    user = await make_user(db_session)
+
+    with pytest.raises((InvalidInputError, ValidationError)) as caught:
+        await call(db_session, user.id)
+
+    assert MARKER not in str(caught.value)
+    assert MARKER not in repr(getattr(caught.value, "details", None))
+    assert PASSWORD not in str(caught.value)

@@ -1,0 +1,120 @@
+"""Sessions end with the credentials: a new password or email, a device signed out, the cap."""
+
+import uuid
+from datetime import timedelta
+
+import pytest
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app_db import ConfigurationError, UserUpdate, load_session_settings, sessions, users
+from app_db.settings import SessionSettings
+from tests.factories import make_user
+
+NEW_PASSWORD = "a brand new passphrase"
+
+
+async def live(db: AsyncSession, tokens: list[str]) -> list[bool]:
+    return [await sessions.validate(db, token) is not None for token in tokens]
+
+
+async def tokens_of(db: AsyncSession, user_id: uuid.UUID, count: int) -> list[str]:
+    return [(await sessions.issue(db, user_id))[0] for _ in range(count)]
+
+
+async def test_a_new_password_ends_every_earlier_session(db_session: AsyncSession) -> None:
+    user = await make_user(db_session)
+    earlier = await tokens_of(db_session, user.id, 3)
+    stranger = await make_user(db_session)
+    other = await tokens_of(db_session, stranger.id, 1)
+
+    assert await users.set_password(db_session, user.id, NEW_PASSWORD) == 3
+
+    assert await live(db_session, earlier) == [False] * 3
+    assert await live(db_session, other) == [True]
+
+
+async def test_the_device_that_changed_the_password_may_stay_signed_in(
+    db_session: AsyncSession,
+) -> None:
+    user = await make_user(db_session)
+    earlier = await tokens_of(db_session, user.id, 2)
+    this_token, this_device = await sessions.issue(db_session, user.id)
+
+    revoked = await users.set_password(
+        db_session, user.id, NEW_PASSWORD, keep_session_id=this_device.id
+    )
+
+    assert revoked == 2
+    assert await live(db_session, [*earlier, this_token]) == [False, False, True]
+
+
+async def test_the_user_may_choose_to_keep_other_devices(db_session: AsyncSession) -> None:
+    user = await make_user(db_session)
+    earlier = await tokens_of(db_session, user.id, 2)
+
+    assert await users.set_password(db_session, user.id, NEW_PASSWORD, revoke_sessions=False) == 0
+
+    assert await live(db_session, earlier) == [True, True]
+
+
+async def test_a_new_email_ends_the_other_sessions_and_a_new_name_does_not(
+    db_session: AsyncSession,
+) -> None:
+    user = await make_user(db_session, "old@example.com")
+    earlier = await tokens_of(db_session, user.id, 2)
+    this_token, this_device = await sessions.issue(db_session, user.id)
+
+    await users.update(db_session, user.id, UserUpdate(display_name="Ada"))
+    assert await live(db_session, [*earlier, this_token]) == [True] * 3
+
+    await users.update(db_session, user.id, UserUpdate(email="OLD@example.com"))  # same email
+    assert await live(db_session, [*earlier, this_token]) == [True] * 3
+
+    await users.update(
+        db_session, user.id, UserUpdate(email="new@example.com"), keep_session_id=this_device.id
+    )
+    assert await live(db_session, [*earlier, this_token]) == [False, False, True]
+
+
+async def test_revoke_by_id_signs_out_one_device_of_its_user_only(
+    db_session: AsyncSession,
+) -> None:
+    user = await make_user(db_session)
+    phone, phone_session = await sessions.issue(db_session, user.id)
+    laptop, laptop_session = await sessions.issue(db_session, user.id)
+    stranger = await make_user(db_session)
+
+    assert await sessions.revoke_by_id(db_session, stranger.id, phone_session.id) is False
+    assert await sessions.revoke_by_id(db_session, user.id, phone_session.id) is True
+    assert await sessions.revoke_by_id(db_session, user.id, phone_session.id) is False
+    assert await sessions.revoke_by_id(db_session, user.id, uuid.uuid4()) is False
+
+    assert await live(db_session, [phone, laptop]) == [False, True]
+    listed = await sessions.list_for_user(db_session, user.id)
+    assert [s.id for s in listed] == [laptop_session.id]
+
+
+async def test_past_the_cap_the_oldest_session_goes_first(db_session: AsyncSession) -> None:
+    user = await make_user(db_session)
+    tokens = await tokens_of(db_session, user.id, 10)  # SESSION_MAX_PER_USER, by default
+    assert await live(db_session, tokens) == [True] * 10
+
+    tokens += await tokens_of(db_session, user.id, 2)
+
+    assert await live(db_session, tokens) == [False, False] + [True] * 10
+    assert len(await sessions.list_for_user(db_session, user.id)) == 10
+
+
+async def test_the_cap_is_a_setting_and_zero_turns_it_off(db_session: AsyncSession) -> None:
+    user = await make_user(db_session)
+    one = SessionSettings(_env_file=None, max_per_user=1)
+    off = SessionSettings(_env_file=None, max_per_user=0, idle_timeout=timedelta(hours=1))
+
+    first, _ = await sessions.issue(db_session, user.id, settings=one)
+    second, _ = await sessions.issue(db_session, user.id, settings=one)
+    assert await live(db_session, [first, second]) == [False, True]
+
+    many = [(await sessions.issue(db_session, user.id, settings=off))[0] for _ in range(12)]
+    assert await live(db_session, [second, *many]) == [True] * 13
+    with pytest.raises(ConfigurationError, match="SESSION_MAX_PER_USER"):
+        load_session_settings(_env_file=None, max_per_user=-1)
