@@ -34,16 +34,18 @@ async def signup(body: UserCreate, db: Db) -> UserRead:
 
 @accounts.post("/login")
 async def login(body: Login, request: Request, response: Response, db: Db) -> UserRead:
+    """Log in; 401 for a wrong email or password, 429 with ``Retry-After`` while throttled.
+
+    The client's address and user agent reach ``authenticate`` and ``issue`` from the
+    request (see ``web_security.RequestClient``).
+    """
     user = await users.authenticate(db, body.email, body.password)
     if user is None:
         raise HTTPException(status_code=401, detail="wrong email or password")
     previous = request.cookies.get(COOKIE)
     if previous:
         await sessions.revoke(db, previous)
-    client = request.client.host if request.client else None
-    token, session = await sessions.issue(
-        db, user.id, ip=client, user_agent=request.headers.get("user-agent")
-    )
+    token, session = await sessions.issue(db, user.id)
     set_session_cookie(response, token, session)
     return UserRead.model_validate(user)
 

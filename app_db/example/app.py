@@ -24,6 +24,7 @@ from app_db.example.accounts import accounts
 from app_db.example.customer_routes import customer_routes, uploads
 from app_db.example.errors import add_error_handlers
 from app_db.example.settings import ExampleSettings
+from app_db.example.web_security import CrossSiteRefusal, RequestClient, SecurityHeaders
 
 
 async def healthz(request: Request) -> JSONResponse:
@@ -65,6 +66,9 @@ def create_app(
     app.include_router(customer_routes)
     app.include_router(uploads, max_body_size=settings.max_upload_bytes)
     add_error_handlers(app)
+    app.add_middleware(RequestClient)
+    app.add_middleware(CrossSiteRefusal, trusted_origins=settings.trusted_origins)
+    app.add_middleware(SecurityHeaders)  # the last added is the outermost: on every answer
     return app
 
 

@@ -8,7 +8,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_db import Session, User, sessions, transaction
 
-COOKIE = "session"
+COOKIE = "__Host-session"
+"""The ``__Host-`` prefix makes browsers keep it only if it is ``Secure``, for ``/``, with no
+``Domain``: a sibling subdomain cannot set or overwrite it."""
 
 
 async def get_db(request: Request) -> AsyncIterator[AsyncSession]:

@@ -13,6 +13,7 @@ from app_db import (
     NotFoundError,
     PoolTimeoutError,
     StatementTimeoutError,
+    ThrottledError,
 )
 from app_db.example.csv_upload import CsvError, ImportTimeout
 
@@ -63,6 +64,10 @@ def add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(NotFoundError)
     async def not_found(_: Request, error: NotFoundError) -> JSONResponse:
         return error_response(404, error)
+
+    @app.exception_handler(ThrottledError)
+    async def throttled(_: Request, error: ThrottledError) -> JSONResponse:
+        return error_response(429, error, headers={"Retry-After": str(error.retry_after)})
 
     @app.exception_handler(ConflictError)
     async def conflict(_: Request, error: ConflictError) -> JSONResponse:
