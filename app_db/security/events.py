@@ -29,7 +29,7 @@ LOGIN_THROTTLED = "login.throttled"
 SESSION_ISSUED = "session.issued"
 SESSION_ROTATED = "session.rotated"
 SESSION_REVOKED = "session.revoked"
-PASSWORD_CHANGED = "password.changed"  # noqa: S105 - an event name
+PASSWORD_CHANGED = "password.changed"  # noqa: S105  # pragma: allowlist secret
 EMAIL_CHANGED = "email.changed"
 USER_DEACTIVATED = "user.deactivated"
 
