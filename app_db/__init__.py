@@ -1,6 +1,6 @@
 """Async data access for PostgreSQL on SQLModel, SQLAlchemy 2 asyncio and asyncpg."""
 
-from app_db import customers, errors, fastpath, health, sessions, users
+from app_db import customers, errors, fastpath, health, ownership, sessions, users
 from app_db.engine import create_engine, create_sessionmaker, transaction
 from app_db.errors import (
     AppDBError,
@@ -69,6 +69,7 @@ __all__ = [
     "health",
     "load_session_settings",
     "load_settings",
+    "ownership",
     "pool_stats",
     "sessions",
     "transaction",

@@ -234,9 +234,12 @@ async def get_into(db: AsyncSession, model: type[M], lookup: Lookup, key: object
         found: M = held  # as ``db.get`` does: no query for what the session holds, unexpired
         return found
     row = await fetchrow(db, lookup, key)
-    if row is None:
-        return None
+    return None if row is None else loaded_into(db, model, row)
+
+
+def loaded_into(db: AsyncSession, model: type[M], row: fastpath.Row) -> M:
+    """Return the instance for a row, joined to the session (persistent: no INSERT follows)."""
     instance = fastpath.load(db, model, row)
     if instance not in db:
-        db.add(instance)  # persistent already: it joins the session, with no INSERT
+        db.add(instance)
     return instance

@@ -9,16 +9,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 
+from sqlalchemy import and_, inspect
 from sqlalchemy import delete as sql_delete
+from sqlalchemy.orm.util import identity_key
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_db import coalesce, fastpath
-from app_db.bulk import bulk_import
+from app_db.bulk import NOT_THE_OWNER, bulk_import
 from app_db.errors import InvalidInputError, NotFoundError, row_required, typed_errors
 from app_db.models import Customer, CustomerCreate, CustomerUpdate
 from app_db.models.types import postgres_text
 from app_db.observe.spans import traced
+from app_db.ownership import owner_of
 from app_db.pagination import Page, decode_cursor, encode_cursor
 from app_db.validation import validated
 
@@ -30,6 +33,7 @@ _COLUMNS = ", ".join(_NAMES)
 _KEY_ONLY = ", ".join(name if name in ("created_at", "id") else "NULL" for name in _NAMES)
 _SELECT = f"SELECT {_COLUMNS} FROM customers"  # noqa: S608
 _BY_ID = coalesce.by_key("customers.id", "customers", _NAMES, "t.id = {}", "uuid")
+_OWNED_BY_ID = f"{_SELECT} WHERE id = $1 AND owner_id = $2"
 
 __all__ = [
     "MAX_PAGE_SIZE",
@@ -47,18 +51,49 @@ __all__ = [
 @traced
 @typed_errors
 async def create(db: AsyncSession, data: CustomerCreate) -> Customer:
-    """Create a customer; an unknown ``owner_id`` raises ``InvalidInputError``."""
-    customer = Customer.model_validate(validated(CustomerCreate, data))
+    """Create a customer; an unknown ``owner_id`` raises ``InvalidInputError``.
+
+    In a session scoped to an owner, the customer gets that owner; an ``owner_id`` naming
+    anyone else raises ``InvalidInputError`` (field ``owner_id``).
+    """
+    checked = validated(CustomerCreate, data)
+    owner = owned_by(db, checked.owner_id)
+    customer = Customer.model_validate(checked, update={"owner_id": owner})
     db.add(customer)
     await db.flush()
     return customer
 
 
+def owned_by(
+    db: AsyncSession, owner_id: uuid.UUID | None, *, position: int | None = None
+) -> uuid.UUID | None:
+    """Return the owner a new row of this session gets: the scope's, or ``owner_id`` unscoped.
+
+    Raise ``InvalidInputError`` for a row of a scoped session that names another owner.
+    """
+    scoped = owner_of(db)
+    if scoped is None:
+        return owner_id
+    if owner_id is not None and owner_id != scoped:
+        raise InvalidInputError(NOT_THE_OWNER, field="owner_id", position=position)
+    return scoped
+
+
 @traced
 @typed_errors
 async def get(db: AsyncSession, customer_id: uuid.UUID) -> Customer | None:
-    """Return the customer with this id, or ``None``; it joins the session, as ``db.get``."""
-    return await coalesce.get_into(db, Customer, _BY_ID, customer_id)
+    """Return the customer with this id, or ``None``; it joins the session, as ``db.get``.
+
+    In a scoped session, another owner's customer is ``None``.
+    """
+    owner = owner_of(db)
+    if owner is None:
+        return await coalesce.get_into(db, Customer, _BY_ID, customer_id)
+    held = db.sync_session.identity_map.get(identity_key(Customer, customer_id))
+    if held is not None and not inspect(held).expired_attributes:
+        return held if held.owner_id == owner else None
+    row = await fastpath.fetchrow(db, _OWNED_BY_ID, customer_id, owner)
+    return None if row is None else coalesce.loaded_into(db, Customer, row)
 
 
 @traced
@@ -67,14 +102,18 @@ async def update(db: AsyncSession, customer_id: uuid.UUID, data: CustomerUpdate)
     """Apply the fields set in ``data``; raise ``NotFoundError`` when there is no such customer.
 
     A customer that another transaction deleted after this one loaded it is not found either;
-    that failed write ends the transaction, so roll it back.
+    that failed write ends the transaction, so roll it back. In a scoped session, another
+    owner's customer is not found, and ``owner_id`` may only name the scope's owner.
     """
     changes = validated(CustomerUpdate, data).model_dump(exclude_unset=True)
     for field in _NOT_NULL:
         if field in changes and changes[field] is None:
             raise InvalidInputError("cannot be removed", field=field)
+    scoped = owner_of(db)
+    if scoped is not None and "owner_id" in changes and changes["owner_id"] != scoped:
+        raise InvalidInputError(NOT_THE_OWNER, field="owner_id")
     customer = await db.get(Customer, customer_id)
-    if customer is None:
+    if customer is None or (scoped is not None and customer.owner_id != scoped):
         raise NotFoundError("customer", customer_id)
     customer.sqlmodel_update(changes)
     with row_required("customer", customer_id):
@@ -85,10 +124,14 @@ async def update(db: AsyncSession, customer_id: uuid.UUID, data: CustomerUpdate)
 @traced
 @typed_errors
 async def delete(db: AsyncSession, customer_id: uuid.UUID) -> bool:
-    """Delete the customer; return whether it existed."""
+    """Delete the customer; return whether it existed (another owner's does not, in scope)."""
+    condition = col(Customer.id) == customer_id
+    scoped = owner_of(db)
+    if scoped is not None:
+        condition = and_(condition, col(Customer.owner_id) == scoped)
     result = await db.exec(
         sql_delete(Customer)
-        .where(col(Customer.id) == customer_id)
+        .where(condition)
         .returning(col(Customer.id))
         .execution_options(synchronize_session="evaluate")
     )
@@ -111,9 +154,10 @@ async def list(
     (see ``list_query``), so a search page may hold fewer than ``limit`` customers, even none,
     and still have a ``next_cursor``: when the term has no trigram (no three letters or digits
     in a row, like ``"qz"``), or is common in the table but rare after the cursor. Page on
-    until ``next_cursor`` is ``None``.
+    until ``next_cursor`` is ``None``. In a scoped session the page holds only the scope owner's
+    customers, read through their own index.
     """
-    query = list_query(limit=limit, cursor=cursor, search=search)
+    query = list_query(limit=limit, cursor=cursor, search=search, owner=owner_of(db))
     found = await fastpath.fetch(db, query.sql, *query.args, read_only=True)
     rows: Sequence[fastpath.Row] = found
     stopped_at = None
@@ -152,7 +196,11 @@ class ListQuery:
 
 
 def list_query(
-    *, limit: int = 50, cursor: str | None = None, search: str | None = None
+    *,
+    limit: int = 50,
+    cursor: str | None = None,
+    search: str | None = None,
+    owner: uuid.UUID | None = None,
 ) -> ListQuery:
     """Return the statement ``list`` sends for these arguments; refuse them as ``list`` does.
 
@@ -166,23 +214,29 @@ def list_query(
     read. The statement makes these choices itself, as it runs, so a generic plan of the
     prepared statement serves every term as well as a custom plan would. A term without
     trigrams, which the indexes cannot serve, reads at most ``SCAN_ROWS`` rows in order.
+    With ``owner``, every read is limited to that owner's rows (the policy of a scoped
+    transaction limits them too; this lets the owner's index serve the page).
     """
     if not 1 <= limit <= MAX_PAGE_SIZE:
         raise InvalidInputError(f"must be between 1 and {MAX_PAGE_SIZE}", field="limit")
     position = decode_cursor(cursor) if cursor is not None else ()
+    fixed: tuple[object, ...] = (limit + 1,)
+    if search:
+        term = _search_term(search)
+        fixed = (limit + 1, f"%{_escape_like(term)}%")
+    args = (*fixed, *position) if owner is None else (*fixed, *position, owner)
+    after = _AFTER.format(len(fixed) + 1, len(fixed) + 2) if position else ""
+    mine = "" if owner is None else _OWNER.format(len(args))
     if not search:
-        sql = _page_sql(_AFTER.format(2, 3) if position else "")
-        return ListQuery(sql, (limit + 1, *position))
-    term = _search_term(search)
-    args = (limit + 1, f"%{_escape_like(term)}%", *position)
-    after = _AFTER.format(3, 4) if position else ""
+        return ListQuery(_page_sql(after, mine), args)
     if _has_trigram(term):
-        sql = _search_sql(after, SAMPLE_ROWS, SCAN_ROWS, INDEX_MATCHES)
+        sql = _search_sql(after, mine, SAMPLE_ROWS, SCAN_ROWS, INDEX_MATCHES)
         return ListQuery(sql, args, marks_stop=True)
-    return ListQuery(_scan_sql(after, SCAN_ROWS), args, marks_stop=True)
+    return ListQuery(_scan_sql(after, mine, SCAN_ROWS), args, marks_stop=True)
 
 
 _AFTER = "(created_at, id) > (${}, ${})"
+_OWNER = "owner_id = ${}"
 _ORDER = "ORDER BY created_at, id"
 _MATCH = "(name ILIKE $2 OR email ILIKE $2)"  # backslash, LIKE's default escape, escapes $2
 _WORDS = re.compile(r"[^\W_]+")
@@ -209,23 +263,23 @@ def _where(*conditions: str) -> str:
 
 
 @cache
-def _page_sql(after: str) -> str:
-    return f"{_SELECT} {_where(after)} {_ORDER} LIMIT $1"
+def _page_sql(after: str, mine: str) -> str:
+    return f"{_SELECT} {_where(mine, after)} {_ORDER} LIMIT $1"
 
 
 @cache
-def _read(after: str, rows: int, gate: str = "") -> str:
+def _read(after: str, mine: str, rows: int, gate: str = "") -> str:
     """Read the next ``rows`` rows in order until $1 of them match; return the matches.
 
     Matches have ``hit`` true. When fewer than $1 of the rows match and the reading stopped
     short of the table's end, a row with ``hit`` false follows them: the key of the last row
     read (its other columns are null).
     """
-    rows_after = f"FROM customers {_where(after, gate)} {_ORDER}"
+    rows_after = f"FROM customers {_where(mine, after, gate)} {_ORDER}"
     return f"""(
 WITH hits AS MATERIALIZED (
     SELECT {_COLUMNS}, true AS hit
-    FROM ({_SELECT} {_where(after, gate)} {_ORDER} LIMIT {rows}) AS next_rows
+    FROM ({_SELECT} {_where(mine, after, gate)} {_ORDER} LIMIT {rows}) AS next_rows
     WHERE {_MATCH} {_ORDER} LIMIT $1
 ),
 last_read AS MATERIALIZED (SELECT created_at, id {rows_after} OFFSET {rows - 1} LIMIT 1)
@@ -236,8 +290,8 @@ WHERE (SELECT count(*) FROM hits) < $1
 
 
 @cache
-def _scan_sql(after: str, rows: int) -> str:
-    return f"SELECT * FROM {_read(after, rows)} AS read {_ORDER}, hit DESC"  # noqa: S608
+def _scan_sql(after: str, mine: str, rows: int) -> str:
+    return f"SELECT * FROM {_read(after, mine, rows)} AS read {_ORDER}, hit DESC"  # noqa: S608
 
 
 # The share of rows whose name or email matches $2, estimated from the most common values and
@@ -265,10 +319,10 @@ WHERE s.tablename = 'customers' AND s.attname IN ('name', 'email') AND NOT s.inh
 
 
 @cache
-def _search_sql(after: str, sample_rows: int, scan_rows: int, index_matches: int) -> str:
+def _search_sql(after: str, mine: str, sample_rows: int, scan_rows: int, index_matches: int) -> str:
     scan_chosen = "(SELECT way FROM route) = 'scan'"
     return f"""
-WITH sample AS MATERIALIZED ({_read(after, sample_rows)}),
+WITH sample AS MATERIALIZED ({_read(after, mine, sample_rows)}),
 estimate AS MATERIALIZED (
     SELECT ({_STATISTICS_SHARE}) * greatest(reltuples, 0) > {index_matches} AS common
     FROM pg_class WHERE oid = 'customers'::regclass
@@ -285,7 +339,7 @@ route AS MATERIALIZED (
         FROM sample
     ) AS counted
 ),
-scan AS MATERIALIZED ({_read(after, scan_rows, gate=scan_chosen)}),
+scan AS MATERIALIZED ({_read(after, mine, scan_rows, gate=scan_chosen)}),
 scan_kept AS MATERIALIZED (
     SELECT {scan_chosen} AND (
         (SELECT count(*) FILTER (WHERE hit) FROM scan) >= $1
@@ -299,7 +353,7 @@ indexed AS MATERIALIZED (
 )
 SELECT * FROM sample WHERE (SELECT way FROM route) = 'sample'
 UNION ALL SELECT * FROM scan WHERE (SELECT kept FROM scan_kept)
-UNION ALL SELECT {_COLUMNS}, true FROM indexed {_where(after)}
+UNION ALL SELECT {_COLUMNS}, true FROM indexed {_where(mine, after)}
 {_ORDER}, hit DESC LIMIT $1"""  # noqa: S608
 
 

@@ -1,16 +1,22 @@
 """The async engine, its sessionmaker and the unit-of-work context manager."""
 
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.exc import DisconnectionError
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.pool import NullPool
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app_db import replica
+from app_db import ownership, replica
 from app_db.coalesce import COALESCE
 from app_db.errors import translated_errors
 from app_db.fastpath import DRIVER_READS
@@ -104,9 +110,13 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
 
 @asynccontextmanager
 async def transaction(
-    sessionmaker: async_sessionmaker[AsyncSession],
+    sessionmaker: async_sessionmaker[AsyncSession], *, owner: uuid.UUID | None = None
 ) -> AsyncIterator[AsyncSession]:
     """Yield a session inside a transaction: commit when the block succeeds, roll back if not.
+
+    With ``owner``, the transaction is scoped to that user's rows (see ``app_db.ownership``):
+    PostgreSQL's row-level security then shows the customers functions, and any SQL run on the
+    session, only that owner's customers. Without it, it sees every row.
 
     Expected database failures (pool timeout, lost connection, statement timeout, known
     constraints) leave it as app_db's typed errors; what the block's own code raises (an
@@ -118,6 +128,8 @@ async def transaction(
     session = sessionmaker()
     with translated_errors():
         try:
+            if owner is not None:
+                await ownership.scope(session, owner)
             yield session
         except BaseException:
             try:
@@ -128,6 +140,9 @@ async def transaction(
             raise
         if session.in_transaction() or session.new or session.dirty or session.deleted:
             try:
+                if isinstance(session.bind, AsyncConnection):
+                    await session.flush()
+                    await ownership.unset_in_outer_transaction(session)
                 await session.commit()
             finally:
                 await session.close()

@@ -130,12 +130,7 @@ def violated_constraint(error: BaseException) -> str | None:
 
 def _check_field(constraint: str) -> str | None:
     """Return the column a check constraint guards: its name is ``ck_<table>_<column>...``."""
-    for table in metadata.sorted_tables:
-        rule = constraint.removeprefix(f"ck_{table.name}_")
-        if rule != constraint:
-            names = [c for c in table.columns.keys() if rule.startswith(c)]  # noqa: SIM118
-            return max(names, key=len) if names else None
-    return None
+    return _named_column(constraint, "ck")
 
 
 _BY_CONSTRAINT: dict[str, Callable[[str], AppDBError]] = {
@@ -165,7 +160,40 @@ def error_for_constraint(constraint: str | None) -> AppDBError | None:
     return None
 
 
+def _any_table(error: BaseException, sqlstate: object, constraint: str | None) -> AppDBError | None:
+    """Type a key violation of any table named by the convention (an app's own, say).
+
+    ``fk_<table>_<column>_<referred>`` refused on INSERT or UPDATE names a row that does not
+    exist (the column is the field); on DELETE, a row still referenced. ``uq_<table>_<column>``
+    is a conflict.
+    """
+    if constraint is None:
+        return None
+    if sqlstate == _FOREIGN_KEY:
+        column = _named_column(constraint, "fk")
+        statement = str(getattr(error, "statement", "") or "").lstrip().upper()
+        if statement.startswith("DELETE"):
+            return ConflictError("the row is still referenced", constraint=constraint)
+        if column is not None:
+            return InvalidInputError("refers to a row that does not exist", field=column)
+    if sqlstate == _UNIQUE and _named_column(constraint, "uq") is not None:
+        return ConflictError("a row with this value already exists", constraint=constraint)
+    return None
+
+
+def _named_column(constraint: str, kind: str) -> str | None:
+    """Return the first column of a constraint named ``<kind>_<table>_<column>...``."""
+    for table in metadata.sorted_tables:
+        rest = constraint.removeprefix(f"{kind}_{table.name}_")
+        if rest != constraint:
+            names = [c for c in table.columns.keys() if rest.startswith(c)]  # noqa: SIM118
+            return max(names, key=len) if names else None
+    return None
+
+
 _CANCELED = "57014"
+_FOREIGN_KEY = "23503"
+_UNIQUE = "23505"
 _NOT_NULL = "23502"
 DISCONNECTS: tuple[type[BaseException], ...] = (
     asyncpg.ConnectionDoesNotExistError,
@@ -245,11 +273,13 @@ def typed_error(error: BaseException) -> AppDBError | None:  # noqa: PLR0911 - o
         return DatabaseUnavailableError(f"database unreachable: {type(error).__name__}")
     driver_error = _driver_error(error)
     if isinstance(error, IntegrityError | asyncpg.IntegrityConstraintViolationError):
-        if getattr(driver_error, "sqlstate", None) == _NOT_NULL:
+        sqlstate = getattr(driver_error, "sqlstate", None)
+        if sqlstate == _NOT_NULL:
             return InvalidInputError(
                 "must not be null", field=getattr(driver_error, "column_name", None)
             )
-        return error_for_constraint(violated_constraint(error))
+        constraint = violated_constraint(error)
+        return error_for_constraint(constraint) or _any_table(error, sqlstate, constraint)
     if isinstance(error, _ROW_GONE):
         return NotFoundError("row")
     if isinstance(error, PoolTimeout):

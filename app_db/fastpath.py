@@ -29,6 +29,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app_db.errors import DISCONNECTS as _DISCONNECTS
 from app_db.errors import DatabaseUnavailableError, typed_error
 from app_db.observe import slow
+from app_db.ownership import OWNER
 from app_db.replica import replica_of
 from app_db.turns import fair_turn
 
@@ -79,11 +80,17 @@ async def fetch(
 def borrowable(db: AsyncSession) -> AsyncEngine | None:
     """Return the engine a read may borrow a connection of, or ``None`` to use the session's.
 
-    That is when the session holds no connection yet, is bound to an engine, and reads at
-    READ COMMITTED (flush pending changes first: they need the session's connection).
+    That is when the session holds no connection yet, is bound to an engine, reads at READ
+    COMMITTED (flush pending changes first: they need the session's connection), and is not
+    scoped to an owner (its reads must see what its transaction's scope lets it see).
     """
     bind = db.bind
-    if isinstance(bind, AsyncEngine) and not _holds_connection(db) and _read_committed(bind):
+    if (
+        isinstance(bind, AsyncEngine)
+        and OWNER not in db.info
+        and not _holds_connection(db)
+        and _read_committed(bind)
+    ):
         return bind
     return None
 
@@ -230,6 +237,7 @@ def reads_from_replica(db: AsyncSession) -> bool:
     return (
         replica is not None
         and replica.usable
+        and OWNER not in db.info
         and not (db.new or db.dirty or db.deleted)
         and not _holds_connection(db)
     )

@@ -6,17 +6,21 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from app_db.errors import InvalidInputError
+from app_db.models.base import CheckedInput
 
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
 
 
 def validated(schema: type[M], data: M | Mapping[str, Any], *, position: int | None = None) -> M:
-    """Return ``data`` as a validated ``schema``, an instance of it validated again.
+    """Return ``data`` as a validated ``schema``.
 
-    An instance may have skipped validation (``model_construct``) or been changed since: its
-    fields are validated like a mapping's. Only the fields it was given count as set.
+    An instance that pydantic validated (a ``CheckedInput``, whose assignments are validated
+    too) is taken as it is. Any other instance, one built with ``model_construct`` say, has its
+    fields validated like a mapping's; only the fields it was given count as set.
     """
+    if isinstance(data, schema) and isinstance(data, CheckedInput) and data.checked:
+        return data
     if isinstance(data, BaseModel):
         data = {name: getattr(data, name) for name in data.model_fields_set}
     try:

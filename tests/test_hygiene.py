@@ -66,14 +66,33 @@ async def test_input_built_without_validation_is_validated(db_session: AsyncSess
     assert signed_up.value.field == "password"
 
 
-async def test_input_changed_after_validation_is_validated_again(
-    db_session: AsyncSession,
-) -> None:
+async def test_a_change_after_validation_is_validated_too(db_session: AsyncSession) -> None:
     customer = CustomerCreate(name="Acme", email="a@example.com")
-    customer.email = "not an email"
 
-    with pytest.raises(InvalidInputError):
-        await customers.create(db_session, customer)
+    with pytest.raises(ValidationError):
+        customer.email = "not an email"
+
+    assert customer.email == "a@example.com"
+    assert (await customers.create(db_session, customer)).email == "a@example.com"
+
+
+async def test_validated_input_is_not_validated_twice(
+    db_session: AsyncSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checked = CustomerCreate(name="Acme", email="a@example.com")
+    unchecked = CustomerCreate.model_construct(name="Globex", email="b@example.com")
+    validations: list[object] = []
+    real = CustomerCreate.model_validate
+
+    def counting(data: object, **kwargs: object) -> CustomerCreate:
+        validations.append(data)
+        return real(data, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(CustomerCreate, "model_validate", counting)
+    await customers.create(db_session, checked)
+    await customers.create(db_session, unchecked)
+
+    assert validations == [{"name": "Globex", "email": "b@example.com"}]
 
 
 Call = Callable[[AsyncSession, uuid.UUID], Awaitable[Any]]

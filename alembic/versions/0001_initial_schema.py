@@ -1,4 +1,4 @@
-"""Initial schema: users, login sessions, failed-login counters and customers.
+"""Initial schema: users, login sessions, login counters, customers under an owner policy.
 
 This is the project's only revision. Until the first release it is edited in place.
 
@@ -14,6 +14,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 import app_db.models.types
+import app_db.ownership
 
 revision: str = "app_db_0001"
 down_revision: str | None = None
@@ -140,7 +141,10 @@ def upgrade() -> None:
             "char_length(phone) BETWEEN 3 AND 32", name=op.f("ck_customers_phone_length")
         ),
     )
-    op.create_index(op.f("ix_customers_owner_id"), "customers", ["owner_id"])
+    # A scoped list reads one owner's customers in page order; it also serves the foreign key.
+    op.create_index(
+        "ix_customers_owner_id_created_at_id", "customers", ["owner_id", "created_at", "id"]
+    )
     op.create_index("ix_customers_created_at_id", "customers", ["created_at", "id"])
     op.create_index(
         "ix_customers_name_trgm",
@@ -167,13 +171,22 @@ def upgrade() -> None:
         AS $$ SELECT * FROM customers WHERE name ILIKE pattern OR email ILIKE pattern $$
         """
     )
+    # Row-level security: a transaction scoped to an owner (the setting app_db.owner_id) sees
+    # and writes only that owner's customers, whatever SQL it runs; an unscoped one sees all.
+    op.execute(app_db.ownership.OWNER_FUNCTION_SQL)
+    for statement in app_db.ownership.policy_sql("customers"):
+        op.execute(statement)
 
 
 def downgrade() -> None:
+    for statement in app_db.ownership.drop_policy_sql("customers"):
+        op.execute(statement)
+    op.execute(f"DROP FUNCTION {app_db.ownership.OWNER_FUNCTION}()")
     op.execute("DROP FUNCTION customers_matching(text)")
     op.drop_index("ix_customers_email_trgm", table_name="customers")
     op.drop_index("ix_customers_name_trgm", table_name="customers")
     op.drop_index("ix_customers_created_at_id", table_name="customers")
+    op.drop_index("ix_customers_owner_id_created_at_id", table_name="customers")
     op.drop_table("customers")
     op.drop_index("ix_throttles_last_attempt_at", table_name="throttles")
     op.drop_table("throttles")

@@ -1,6 +1,8 @@
 """The declarative base: one registry whose metadata names every constraint and index."""
 
-from pydantic import ConfigDict
+from typing import Self
+
+from pydantic import ConfigDict, PrivateAttr, model_validator
 from sqlalchemy import MetaData
 from sqlalchemy.orm import registry
 from sqlmodel import SQLModel
@@ -30,3 +32,26 @@ class AppModel(SQLModel, registry=registry(metadata=metadata)):
     """
 
     model_config = ConfigDict(hide_input_in_errors=True)  # type: ignore[assignment]
+
+
+class CheckedInput(AppModel):
+    """An input schema that knows whether it was validated.
+
+    ``model_construct`` skips validation, and leaves ``checked`` false; an assignment is
+    validated (``validate_assignment``). So app_db takes a checked instance as it is, and
+    validates any other like a mapping: no input reaches the database unvalidated, and none
+    is validated twice.
+    """
+
+    model_config = ConfigDict(validate_assignment=True)
+    _checked: bool = PrivateAttr(default=False)
+
+    @model_validator(mode="after")
+    def _remember(self) -> Self:
+        self._checked = True
+        return self
+
+    @property
+    def checked(self) -> bool:
+        """Return whether pydantic validated this instance (not so after ``model_construct``)."""
+        return self._checked

@@ -8,7 +8,7 @@ from pydantic import AwareDatetime, StringConstraints
 from sqlalchemy import CheckConstraint, Index, Text
 from sqlmodel import Field
 
-from app_db.models.base import AppModel
+from app_db.models.base import AppModel, CheckedInput
 from app_db.models.columns import created_at_field, id_field, updated_at_field
 from app_db.models.types import EMAIL_MAX_LENGTH, Email, PostgresText
 
@@ -35,16 +35,14 @@ class CustomerBase(AppModel):
     name: CustomerName = Field(sa_type=Text)
     email: Email | None = Field(default=None, sa_type=Text)
     phone: Phone | None = Field(default=None, sa_type=Text)
-    owner_id: uuid.UUID | None = Field(
-        default=None, foreign_key="users.id", ondelete="SET NULL", index=True
-    )
+    owner_id: uuid.UUID | None = Field(default=None, foreign_key="users.id", ondelete="SET NULL")
 
 
-class CustomerCreate(CustomerBase):
+class CustomerCreate(CustomerBase, CheckedInput):
     pass
 
 
-class CustomerUpdate(AppModel):
+class CustomerUpdate(CheckedInput):
     name: CustomerName | None = None
     email: Email | None = None
     phone: Phone | None = None
@@ -68,6 +66,7 @@ class Customer(CustomerBase, table=True):
             f"char_length(phone) BETWEEN 3 AND {PHONE_MAX_LENGTH}", name="phone_length"
         ),
         Index("ix_customers_created_at_id", "created_at", "id"),
+        Index("ix_customers_owner_id_created_at_id", "owner_id", "created_at", "id"),
         Index(
             "ix_customers_name_trgm",
             "name",

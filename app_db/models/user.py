@@ -8,7 +8,7 @@ from pydantic import AwareDatetime, SecretStr, StringConstraints, ValidationInfo
 from sqlalchemy import CheckConstraint, Index, Text, func, true
 from sqlmodel import Field, col
 
-from app_db.models.base import AppModel
+from app_db.models.base import AppModel, CheckedInput
 from app_db.models.columns import created_at_field, id_field, updated_at_field
 from app_db.models.password import PERSONAL, Password, is_personal
 from app_db.models.types import EMAIL_MAX_LENGTH, Email, PostgresText
@@ -27,7 +27,7 @@ class UserBase(AppModel):
     display_name: DisplayName | None = Field(default=None, sa_type=Text)
 
 
-class UserCreate(UserBase):
+class UserCreate(UserBase, CheckedInput):
     password: Password
 
     @field_validator("password")
@@ -39,7 +39,7 @@ class UserCreate(UserBase):
         return password
 
 
-class UserUpdate(AppModel):
+class UserUpdate(CheckedInput):
     email: Email | None = None
     display_name: DisplayName | None = None
 
