@@ -158,7 +158,8 @@ async def test_csv_import(client: httpx.AsyncClient) -> None:
     assert imported.status_code == 200, imported.text
     assert imported.json() == {"imported": 2}
     assert refused.status_code == 422
-    assert (refused.json()["row"], refused.json()["field"]) == (1, "name")
-    assert refused.json()["line"] == 3
+    [where] = refused.json()["errors"]
+    assert (where["position"], where["field"]) == (1, "name")
+    assert refused.json()["detail"].startswith("line 3: ")
     listed = (await client.get("/customers")).json()["items"]
     assert [c["name"] for c in listed] == ["Acme", "Globex"]

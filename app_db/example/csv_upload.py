@@ -12,9 +12,9 @@ import uuid
 from collections.abc import Iterator
 from typing import BinaryIO, NamedTuple
 
-from app_db import InvalidInputError
-from app_db.models import CustomerCreate
-from app_db.validation import validated
+from pydantic import ValidationError
+
+from app_db import CustomerCreate, InvalidInputError
 
 COLUMNS = tuple(CustomerCreate.model_fields)
 
@@ -62,8 +62,9 @@ def read_customers(file: BinaryIO, *, deadline: float) -> list[CustomerLine]:
         if time.monotonic() > deadline:
             raise ImportTimeout
         try:
-            data = validated(CustomerCreate, cells)
-        except InvalidInputError as error:
+            data = CustomerCreate.model_validate(cells)
+        except ValidationError as invalid:
+            error = InvalidInputError.from_validation(invalid)
             message = f"field {error.field!r}: {error.details[0]['message']}"
             raise CsvError(message, line=line, row=row, field=error.field) from None
         rows.append(CustomerLine(line, data.name, data.email, data.phone, data.owner_id))

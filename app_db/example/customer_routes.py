@@ -1,4 +1,5 @@
-"""Customers: CRUD, cursor pages and CSV import."""
+"""Customers: CRUD, cursor pages and CSV import, each scoped to the logged-in user's own
+customers (``OwnedDb``): another user's customer is not found, and cannot be made."""
 
 import asyncio
 import time
@@ -16,7 +17,7 @@ from app_db import (
     customers,
 )
 from app_db.example.csv_upload import ImportTimeout, read_customers
-from app_db.example.dependencies import CurrentLogin, Db
+from app_db.fastapi import OwnedDb, error_responses
 
 customer_routes = APIRouter(prefix="/customers", tags=["customers"])
 uploads = APIRouter(prefix="/customers", tags=["customers"])  # with a larger body limit
@@ -28,8 +29,7 @@ class Imported(BaseModel):
 
 @customer_routes.get("")
 async def list_customers(
-    db: Db,
-    _: CurrentLogin,
+    db: OwnedDb,
     limit: int = 50,
     cursor: str | None = None,
     search: str | None = None,
@@ -40,33 +40,33 @@ async def list_customers(
 
 
 @customer_routes.post("", status_code=201)
-async def create_customer(body: CustomerCreate, db: Db, _: CurrentLogin) -> CustomerRead:
+async def create_customer(body: CustomerCreate, db: OwnedDb) -> CustomerRead:
     return CustomerRead.model_validate(await customers.create(db, body))
 
 
-@customer_routes.get("/{customer_id}")
-async def get_customer(customer_id: uuid.UUID, db: Db, _: CurrentLogin) -> CustomerRead:
+@customer_routes.get("/{customer_id}", responses=error_responses(404))
+async def get_customer(customer_id: uuid.UUID, db: OwnedDb) -> CustomerRead:
     customer = await customers.get(db, customer_id)
     if customer is None:
         raise NotFoundError("customer", customer_id)
     return CustomerRead.model_validate(customer)
 
 
-@customer_routes.patch("/{customer_id}")
+@customer_routes.patch("/{customer_id}", responses=error_responses(404))
 async def update_customer(
-    customer_id: uuid.UUID, body: CustomerUpdate, db: Db, _: CurrentLogin
+    customer_id: uuid.UUID, body: CustomerUpdate, db: OwnedDb
 ) -> CustomerRead:
     return CustomerRead.model_validate(await customers.update(db, customer_id, body))
 
 
-@customer_routes.delete("/{customer_id}", status_code=204)
-async def delete_customer(customer_id: uuid.UUID, db: Db, _: CurrentLogin) -> None:
+@customer_routes.delete("/{customer_id}", status_code=204, responses=error_responses(404))
+async def delete_customer(customer_id: uuid.UUID, db: OwnedDb) -> None:
     if not await customers.delete(db, customer_id):
         raise NotFoundError("customer", customer_id)
 
 
 @uploads.post("/import")
-async def import_customers(file: UploadFile, request: Request, db: Db, _: CurrentLogin) -> Imported:
+async def import_customers(file: UploadFile, request: Request, db: OwnedDb) -> Imported:
     """Load a CSV file (header: name,email,phone) through COPY; a bad line refuses it all (422).
 
     Every row is checked in a worker thread before the COPY takes a pooled connection, so the

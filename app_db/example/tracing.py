@@ -26,7 +26,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExportResult,
 )
 
-from app_db.errors import ConfigurationError
+from app_db import ConfigurationError
 from app_db.observe.scrub import scrubbed
 
 OTLP_PACKAGE = "opentelemetry-exporter-otlp-proto-http"

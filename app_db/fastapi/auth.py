@@ -1,0 +1,125 @@
+"""The logged-in user: a session token from the cookie, else an ``Authorization: Bearer``
+header; ``login`` and ``logout`` issue and end it.
+
+Both transports are security schemes of the OpenAPI document, so ``/docs`` has an Authorize
+button. The cookie is ``__Host-session``: ``Secure``, ``HttpOnly``, ``SameSite=Lax``, for
+``/`` and no ``Domain``, so a sibling subdomain can neither read nor set it. Cookies need the
+cross-site refusal of ``harden`` (SameSite alone lets sibling subdomains through); a bearer
+token, which a browser never sends by itself, does not.
+"""
+
+import uuid
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, Response, Security
+from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app_db import Session, User, ownership, sessions
+from app_db.fastapi.database import Db
+
+COOKIE = "__Host-session"
+NOT_LOGGED_IN = "not logged in"
+
+_cookie = APIKeyCookie(
+    name=COOKIE,
+    scheme_name="session cookie",
+    description="the cookie that `POST /login` sets",
+    auto_error=False,
+)
+_bearer = HTTPBearer(
+    scheme_name="bearer token",
+    description="the session token that `POST /login` returns, for clients that are not browsers",
+    auto_error=False,
+)
+CookieToken = Annotated[str | None, Security(_cookie)]
+BearerToken = Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)]
+
+
+def token_of(request: Request) -> str | None:
+    """Return the request's session token: the cookie's, else the bearer header's."""
+    cookie = request.cookies.get(COOKIE)
+    if cookie:
+        return cookie
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip() or None
+
+
+async def current_login(db: Db, cookie: CookieToken, bearer: BearerToken) -> tuple[Session, User]:
+    """Return the live session and its user; answer 401 without one."""
+    token = cookie or (bearer.credentials if bearer is not None else None)
+    found = await sessions.validate(db, token) if token else None
+    if found is None:
+        raise HTTPException(401, NOT_LOGGED_IN, headers={"WWW-Authenticate": "Bearer"})
+    return found
+
+
+CurrentLogin = Annotated[tuple[Session, User], Depends(current_login)]
+"""The request's live login session and its user (401 without)."""
+
+
+async def current_user(login: CurrentLogin) -> User:
+    """Return the logged-in user (401 without)."""
+    return login[1]
+
+
+CurrentUser = Annotated[User, Depends(current_user)]
+"""The logged-in user (401 without)."""
+
+
+async def owned_db(db: Db, user: CurrentUser) -> AsyncSession:
+    """Return the request's session, scoped to the logged-in user's rows."""
+    await ownership.scope(db, user.id)
+    return db
+
+
+OwnedDb = Annotated[AsyncSession, Depends(owned_db)]
+"""The request's session, scoped to the logged-in user (see ``app_db.ownership``): the
+customers functions, and any SQL run on it, reach only that user's customers (401 without a
+login). It is the same session as ``Db`` in that request."""
+
+
+async def login(
+    db: AsyncSession, request: Request, response: Response, user: User, *, cookie: bool = True
+) -> str:
+    """Start a session for ``user``, set its cookie, and return its token.
+
+    The session the request came with, if any, is revoked: a login never keeps a token that
+    was set before it (session fixation). Call it after ``users.authenticate`` succeeded.
+    With ``cookie=False`` no cookie is set: for a client that sends the token as a bearer
+    token (return it in the body only then, so that no script of a browser page reads it).
+    """
+    previous = token_of(request)
+    if previous:
+        await sessions.revoke(db, previous)
+    token, session = await sessions.issue(db, user.id)
+    if not cookie:
+        return token
+    lifetime = session.expires_at - session.created_at
+    response.set_cookie(
+        COOKIE,
+        token,
+        max_age=int(lifetime.total_seconds()),
+        path="/",
+        secure=True,
+        httponly=True,
+        samesite="lax",
+    )
+    return token
+
+
+async def logout(db: AsyncSession, request: Request, response: Response) -> bool:
+    """Revoke the request's session, clear its cookie, and return whether one was live."""
+    token = token_of(request)
+    revoked = await sessions.revoke(db, token) if token else False
+    response.delete_cookie(COOKIE, path="/", secure=True, httponly=True, samesite="lax")
+    return revoked
+
+
+async def logout_everywhere(db: AsyncSession, response: Response, user_id: uuid.UUID) -> int:
+    """Revoke every session of the user, clear this one's cookie; return how many ended."""
+    revoked = await sessions.revoke_all(db, user_id)
+    response.delete_cookie(COOKIE, path="/", secure=True, httponly=True, samesite="lax")
+    return revoked

@@ -1,0 +1,80 @@
+"""The app's database: an engine for the app's life, and one transaction per request.
+
+``lifespan`` builds the engine from the environment when the app starts and disposes of it
+when the app stops; ``use(app, sessionmaker)`` gives the app a sessionmaker of your own
+instead (a test's, joined to its rolled-back transaction). ``Db`` is a session in a
+transaction that commits when the handler succeeds and rolls back when it raises.
+"""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import asdict
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app_db import create_engine, create_sessionmaker, health, transaction
+from app_db.engine import dispose
+
+STATE = "app_db_sessionmaker"
+
+
+def use(app: FastAPI, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+    """Serve the app's requests from this sessionmaker; ``lifespan`` then builds no engine."""
+    setattr(app.state, STATE, sessionmaker)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Build the engine (``DATABASE_URL``, or the ``POSTGRES_*`` parts) for the app's life.
+
+    Give it to ``FastAPI(lifespan=lifespan)``, or enter it from a lifespan of your own
+    (``async with lifespan(app): ...``). An app given a sessionmaker by ``use`` keeps it.
+    """
+    if getattr(app.state, STATE, None) is not None:
+        yield
+        return
+    engine = create_engine()
+    use(app, create_sessionmaker(engine))
+    try:
+        yield
+    finally:
+        setattr(app.state, STATE, None)
+        await dispose(engine)
+
+
+def get_sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]:
+    """Return the app's sessionmaker (override this dependency to give another)."""
+    sessionmaker: async_sessionmaker[AsyncSession] | None = getattr(request.app.state, STATE, None)
+    if sessionmaker is None:
+        raise RuntimeError(
+            "no database for this app: create it with FastAPI(lifespan=app_db.fastapi.lifespan),"
+            " or call app_db.fastapi.use(app, sessionmaker)"
+        )
+    return sessionmaker
+
+
+Sessionmaker = Annotated[async_sessionmaker[AsyncSession], Depends(get_sessionmaker)]
+
+
+async def get_db(sessionmaker: Sessionmaker) -> AsyncIterator[AsyncSession]:
+    """Yield the request's session: one transaction, committed on success, else rolled back."""
+    async with transaction(sessionmaker) as db:
+        yield db
+
+
+Db = Annotated[AsyncSession, Depends(get_db, scope="function")]
+"""The request's session. The commit runs before the response is sent, so a failed commit is
+the request's error (a 503, a 409), never a 200 for a write that was lost."""
+
+
+async def healthz(sessionmaker: Sessionmaker) -> JSONResponse:
+    """Answer 200 when the database runs ``SELECT 1`` in time, else 503; with pool figures.
+
+    Mount it with ``app.add_api_route("/healthz", healthz)`` for a load balancer's probe.
+    """
+    report = await health.check(sessionmaker.kw["bind"])
+    return JSONResponse(status_code=200 if report.ok else 503, content=asdict(report))
