@@ -139,15 +139,19 @@ async def reference(dsn: str, data: Any, args: argparse.Namespace) -> dict[str, 
 
 def bulk(dsn: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     plans = (
-        [("raw", 2000), ("lib", 2000), ("lib-from-dicts", 2000), ("orm", 500)]
+        [(mode, 2000) for mode in ("raw", "lib", "lib-scoped", "lib-checked")] + [("orm", 500)]
         if args.smoke
         else [
             ("raw", 100_000),
             ("lib", 100_000),
-            ("lib-from-dicts", 100_000),
+            ("lib-scoped", 100_000),
+            ("lib-checked", 100_000),
+            ("lib-checked-owned", 100_000),
+            ("lib-checked-scoped", 100_000),
             ("orm", 20_000),
             ("raw", 1_000_000),
             ("lib", 1_000_000),
+            ("lib-scoped", 1_000_000),
         ]
     )
     results = []
@@ -210,12 +214,20 @@ def print_report(report: dict[str, Any]) -> None:
     out("\nbulk import (one process each; rows/s, peak memory growth)\n")
     raw_rate = {r["rows"]: r["rows_per_s"] for r in report["bulk"] if r["mode"] == "raw"}
     reference = max(raw_rate) if raw_rate else None
+    rates = {(r["mode"], r["rows"]): r["rows_per_s"] for r in report["bulk"]}
     for r in report["bulk"]:
         base = raw_rate.get(r["rows"]) or (raw_rate[min(raw_rate)] if raw_rate else None)
         ratio = f"{r['rows_per_s'] / base:.2f}x raw" if base else ""
+        plain = rates.get((r["mode"].removesuffix("-scoped"), r["rows"]))
+        owned = rates.get((r["mode"].replace("-scoped", "-owned"), r["rows"]))
+        versus_lib = ""
+        if r["mode"].endswith("-scoped") and plain:
+            versus_lib = f"  {r['rows_per_s'] / plain:.2f}x unscoped"
+        if r["mode"].endswith("-scoped") and owned:
+            versus_lib += f", {r['rows_per_s'] / owned:.2f}x unscoped owned rows"
         out(
             f"  {r['mode']:15} {r['rows']:>9} rows {r['rows_per_s']:>10.0f} rows/s "
-            f"{ratio:>10} {r['peak_growth_mb']:7.1f} MB\n"
+            f"{ratio:>10} {r['peak_growth_mb']:7.1f} MB{versus_lib}\n"
         )
     del reference
     search.print_rows(report["search"])

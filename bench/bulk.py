@@ -2,27 +2,50 @@
 
 Run as ``python -m bench.bulk MODE ROWS DSN``; it prints one JSON line with rows/s and the
 process's peak memory growth. Every load is rolled back.
+
+- ``raw``: asyncpg's COPY of the same rows, unchecked;
+- ``lib``: ``bulk_import`` of mappings, as from a file: every row is validated as it streams;
+- ``lib-checked``: ``bulk_import`` of ``CustomerCreate`` instances validated before the clock
+  starts (a ``CheckedInput`` is not validated again): the COPY path alone;
+- ``lib-checked-owned``: the same rows, each naming one owner, unscoped: the plain COPY of
+  owned rows, whose foreign key PostgreSQL checks row by row;
+- ``lib-scoped``, ``lib-checked-scoped``: the same in a transaction scoped to an owner, as a
+  role of its own that the row-level security policy binds (made for the run and dropped after
+  it, outside the timing): PostgreSQL refuses it ``COPY FROM``, so the import stages each
+  chunk in a temporary table. ``lib`` and ``lib-checked`` run as the DSN's role, a superuser,
+  with the plain COPY that every import used before the policy;
+- ``orm``: ``session.add_all`` and a flush.
 """
 
 import asyncio
 import json
 import resource
+import secrets
 import sys
 import threading
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 from sqlalchemy.engine import make_url
 
-from app_db import create_engine, create_sessionmaker, customers
+from app_db import create_engine, create_sessionmaker, customers, ownership
 from app_db.models import Customer, CustomerCreate
 from app_db.models.types import uuid7
 from app_db.testing import settings_for
 
-MODES = ("raw", "lib", "lib-from-dicts", "orm")
+MODES = (
+    "raw",
+    "lib",
+    "lib-scoped",
+    "lib-checked",
+    "lib-checked-owned",
+    "lib-checked-scoped",
+    "orm",
+)
 COLUMNS = ("id", "name", "email", "phone", "owner_id")
 
 
@@ -48,22 +71,58 @@ async def raw(dsn: str, rows: int) -> None:
         await connection.close()
 
 
-async def through_library(dsn: str, rows: int, *, from_dicts: bool) -> None:
+async def through_library(
+    dsn: str, rows: Iterable[Any], count: int, *, owner: uuid.UUID | None = None
+) -> None:
     engine = create_engine(settings_for(make_url(dsn)), pool_size=1, max_overflow=0)
-    source: Iterator[Any]
-    if from_dicts:
-        source = ({"name": n, "email": e, "phone": p} for n, e, p in fields(rows))
-    else:
-        source = (
-            CustomerCreate.model_construct(name=n, email=e, phone=p, owner_id=None)
-            for n, e, p in fields(rows)
-        )
     try:
         async with create_sessionmaker(engine)() as db:
-            assert await customers.bulk_import(db, source) == rows
+            if owner is not None:
+                await ownership.scope(db, owner)
+            assert await customers.bulk_import(db, rows) == count
             await db.rollback()
     finally:
         await engine.dispose()
+
+
+def mappings(rows: int) -> Iterator[dict[str, str]]:
+    return ({"name": n, "email": e, "phone": p} for n, e, p in fields(rows))
+
+
+ROLE_SQL = """
+CREATE ROLE {role} LOGIN;
+GRANT CONNECT, TEMPORARY ON DATABASE {database} TO {role};
+GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role};
+"""
+DROP_ROLE_SQL = "DROP OWNED BY {role}; DROP ROLE {role}"
+
+
+async def bound_role(dsn: str) -> tuple[str, str, uuid.UUID]:
+    """Make a role the policy binds and a user to own the rows; return its DSN, name, owner."""
+    role = f"bench_rls_{secrets.token_hex(4)}"
+    url = make_url(dsn)
+    connection = await asyncpg.connect(dsn)
+    try:
+        await connection.execute(ROLE_SQL.format(role=role, database=url.database))
+        owner = uuid7()
+        await connection.execute(
+            "INSERT INTO users (id, email, password_hash) VALUES ($1, $2, 'h')",
+            owner,
+            f"{role}@example.com",
+        )
+    finally:
+        await connection.close()
+    as_role = url.set(username=role, password=None).render_as_string(hide_password=False)
+    return as_role, role, owner
+
+
+async def drop_role(dsn: str, role: str, owner: uuid.UUID) -> None:
+    connection = await asyncpg.connect(dsn)
+    try:
+        await connection.execute("DELETE FROM users WHERE id = $1", owner)
+        await connection.execute(DROP_ROLE_SQL.format(role=role))
+    finally:
+        await connection.close()
 
 
 async def orm(dsn: str, rows: int) -> None:
@@ -100,17 +159,30 @@ class PeakSampler:
 
 
 async def main(mode: str, rows: int, dsn: str) -> dict[str, float]:
+    scoped = await bound_role(dsn) if mode.endswith(("-scoped", "-owned")) else None
+    owner = None if scoped is None else scoped[2]
+    checked: list[CustomerCreate] | None = None
+    if mode.startswith("lib-checked"):
+        named = owner if mode.endswith("-owned") else None
+        checked = [
+            CustomerCreate(name=n, email=e, phone=p, owner_id=named) for n, e, p in fields(rows)
+        ]
     sampler = PeakSampler()
     started = time.perf_counter()
     sampler.__enter__()
+    source: Iterable[Any] = mappings(rows) if checked is None else checked
     if mode == "raw":
         await raw(dsn, rows)
     elif mode == "orm":
         await orm(dsn, rows)
+    elif scoped is not None and mode.endswith("-scoped"):
+        await through_library(scoped[0], source, rows, owner=owner)
     else:
-        await through_library(dsn, rows, from_dicts=mode == "lib-from-dicts")
+        await through_library(dsn, source, rows)
     elapsed = time.perf_counter() - started
     sampler.__exit__()
+    if scoped is not None:
+        await drop_role(dsn, scoped[1], scoped[2])
     growth = sampler.peak - sampler.baseline
     return {"rows_per_s": rows / elapsed, "peak_growth_mb": max(0, growth) / 2**20}
 

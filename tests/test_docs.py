@@ -2,7 +2,9 @@
 type-checked under ``mypy --strict``, and the reference lists what the code exports and reads.
 
 A block says which in its fence: ```` ```python test="run" ```` (run here, as a program of its
-own, against a migrated database of its own in ``DATABASE_URL``), ``test="typecheck"``,
+own, against a migrated database of its own in ``DATABASE_URL``), ``test="serve"`` with a
+``path`` (an ``app`` served as written, lifespan and all, must answer 200 there),
+``test="typecheck"``,
 ``test="tutorial"`` (a file of the tutorial: ``tests/test_downstream.py`` runs it, and it is
 type-checked here as the project it belongs to), or ``test="skip"`` with a ``reason``.
 """
@@ -26,7 +28,7 @@ from tests import tutorial
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = list(find_examples(ROOT / "docs", ROOT / "README.md"))
-KINDS = ("run", "typecheck", "tutorial", "skip")
+KINDS = ("run", "serve", "typecheck", "tutorial", "skip")
 
 
 def _hooks() -> Any:
@@ -61,12 +63,24 @@ def test_every_block_is_marked_and_there_are_enough() -> None:
     assert titles == {path for path in tutorial.files() if path.endswith(".py")}
 
 
-@pytest.mark.parametrize("example", [e for e in EXAMPLES if kind(e) == "run"], ids=where)
+SERVE = """
+from fastapi.testclient import TestClient
+
+with TestClient(app) as client:  # runs the lifespan, as uvicorn would
+    answer = client.get({path!r})
+    assert answer.status_code == 200, (answer.status_code, answer.text)
+"""
+
+
+@pytest.mark.parametrize("example", [e for e in EXAMPLES if kind(e) in ("run", "serve")], ids=where)
 def test_a_run_block_runs(example: CodeExample, own_database: URL, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "POSTGRES_"))}
     env["DATABASE_URL"] = own_database.render_as_string(hide_password=False)
+    source = example.source
+    if kind(example) == "serve":
+        source += SERVE.format(path=example.prefix_settings()["path"])
     done = subprocess.run(
-        [sys.executable, "-c", example.source],
+        [sys.executable, "-c", source],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -82,7 +96,7 @@ def test_the_blocks_type_check(tmp_path: Path) -> None:
     blocks.mkdir()
     paths = []
     for number, example in enumerate(EXAMPLES):
-        if kind(example) in ("run", "typecheck"):
+        if kind(example) in ("run", "serve", "typecheck"):
             path = blocks / f"block_{number}.py"
             path.write_text(f"# {where(example)}\n{example.source}")
             paths.append(path)

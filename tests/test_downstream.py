@@ -146,7 +146,7 @@ def test_an_app_on_the_installed_wheel(
 ) -> None:
     database, fresh = project_databases
     bin_dir = make_venv(
-        tmp_path / "venv", f"app-db[testing] @ {wheel.as_uri()}", "fastapi", "httpx", "uvicorn"
+        tmp_path / "venv", f"app-db[fastapi,testing] @ {wheel.as_uri()}", "httpx", "uvicorn"
     )
     project = tmp_path / "shop-project"
     (project / "shop").mkdir(parents=True)
@@ -157,7 +157,7 @@ def test_an_app_on_the_installed_wheel(
     env = environment(DATABASE_URL=plain(database))
     test_env = environment(TEST_DATABASE_URL=plain(app_db_server.admin_url))
     steps = tutorial.commands()
-    install = ["pip", "install", "'app-db[testing]'", "fastapi", "httpx", "uvicorn"]
+    install = ["pip", "install", "'app-db[fastapi,testing]'", "httpx", "uvicorn"]
     assert steps[0] == install  # done above, from the wheel
     outputs: dict[str, str] = {}
     for words in steps[1:]:
@@ -179,7 +179,7 @@ def test_an_app_on_the_installed_wheel(
     assert "1 passed" in outputs["pytest"]
     assert "(at head)" in outputs["app-db check"]
     assert "nothing to do" in outputs["app-db migrate"]  # the deploy step, once at head
-    assert outputs["uvicorn shop.main:app"] == "201"
+    assert outputs["uvicorn shop.api:app"] == "201"
 
     (revision,) = (project / "migrations" / "versions").glob("*_orders.py")
     text = revision.read_text()
