@@ -19,14 +19,22 @@ from app_db import coalesce, fastpath
 from app_db.bulk import NOT_THE_OWNER, bulk_import
 from app_db.errors import InvalidInputError, NotFoundError, row_required, typed_errors
 from app_db.models import Customer, CustomerCreate, CustomerUpdate
-from app_db.models.types import postgres_text
 from app_db.observe.spans import traced
 from app_db.ownership import owner_of
-from app_db.pagination import Page, decode_cursor, encode_cursor
-from app_db.validation import validated
+from app_db.pagination import (
+    CURSOR_PATTERN,
+    MAX_PAGE_SIZE,
+    MAX_SEARCH_LENGTH,
+    Page,
+    checked_limit,
+    decode_cursor,
+    encode_cursor,
+    escape_like,
+    page_of,
+    search_term,
+)
+from app_db.validation import checked_uuid, validated
 
-MAX_PAGE_SIZE = 500
-MAX_SEARCH_LENGTH = 200
 _NOT_NULL = ("name",)
 _NAMES = fastpath.column_names(Customer)
 _COLUMNS = ", ".join(_NAMES)
@@ -36,7 +44,9 @@ _BY_ID = coalesce.by_key("customers.id", "customers", _NAMES, "t.id = {}", "uuid
 _OWNED_BY_ID = f"{_SELECT} WHERE id = $1 AND owner_id = $2"
 
 __all__ = [
+    "CURSOR_PATTERN",
     "MAX_PAGE_SIZE",
+    "MAX_SEARCH_LENGTH",
     "ListQuery",
     "bulk_import",
     "create",
@@ -86,6 +96,7 @@ async def get(db: AsyncSession, customer_id: uuid.UUID) -> Customer | None:
 
     In a scoped session, another owner's customer is ``None``.
     """
+    customer_id = checked_uuid(customer_id, field="customer_id")
     owner = owner_of(db)
     if owner is None:
         return await coalesce.get_into(db, Customer, _BY_ID, customer_id)
@@ -112,6 +123,7 @@ async def update(db: AsyncSession, customer_id: uuid.UUID, data: CustomerUpdate)
     scoped = owner_of(db)
     if scoped is not None and "owner_id" in changes and changes["owner_id"] != scoped:
         raise InvalidInputError(NOT_THE_OWNER, field="owner_id")
+    customer_id = checked_uuid(customer_id, field="customer_id")
     customer = await db.get(Customer, customer_id)
     if customer is None or (scoped is not None and customer.owner_id != scoped):
         raise NotFoundError("customer", customer_id)
@@ -125,7 +137,7 @@ async def update(db: AsyncSession, customer_id: uuid.UUID, data: CustomerUpdate)
 @typed_errors
 async def delete(db: AsyncSession, customer_id: uuid.UUID) -> bool:
     """Delete the customer; return whether it existed (another owner's does not, in scope)."""
-    condition = col(Customer.id) == customer_id
+    condition = col(Customer.id) == checked_uuid(customer_id, field="customer_id")
     scoped = owner_of(db)
     if scoped is not None:
         condition = and_(condition, col(Customer.owner_id) == scoped)
@@ -166,14 +178,10 @@ async def list(
             stopped_at = found[-1]
         rows = [{name: row[name] for name in _NAMES} for row in found if row["hit"]]
     items = fastpath.load_many(db, Customer, rows)
-    if len(items) > limit:
-        last = items[limit - 1]
-        cursor_out = encode_cursor(last.created_at, last.id)
-        return Page[Customer].model_construct(items=items[:limit], next_cursor=cursor_out)
-    if stopped_at is not None:
-        cursor_out = encode_cursor(stopped_at["created_at"], stopped_at["id"])
-        return Page[Customer].model_construct(items=items, next_cursor=cursor_out)
-    return Page[Customer].model_construct(items=items, next_cursor=None)
+    if len(items) > limit or stopped_at is None:
+        return page_of(items, limit)
+    cursor_out = encode_cursor(stopped_at["created_at"], stopped_at["id"])
+    return Page[Customer].model_construct(items=items, next_cursor=cursor_out)
 
 
 SAMPLE_ROWS = 1_000
@@ -217,13 +225,12 @@ def list_query(
     With ``owner``, every read is limited to that owner's rows (the policy of a scoped
     transaction limits them too; this lets the owner's index serve the page).
     """
-    if not 1 <= limit <= MAX_PAGE_SIZE:
-        raise InvalidInputError(f"must be between 1 and {MAX_PAGE_SIZE}", field="limit")
+    checked_limit(limit)
     position = decode_cursor(cursor) if cursor is not None else ()
     fixed: tuple[object, ...] = (limit + 1,)
     if search:
-        term = _search_term(search)
-        fixed = (limit + 1, f"%{_escape_like(term)}%")
+        term = search_term(search)
+        fixed = (limit + 1, f"%{escape_like(term)}%")
     args = (*fixed, *position) if owner is None else (*fixed, *position, owner)
     after = _AFTER.format(len(fixed) + 1, len(fixed) + 2) if position else ""
     mine = "" if owner is None else _OWNER.format(len(args))
@@ -355,16 +362,3 @@ SELECT * FROM sample WHERE (SELECT way FROM route) = 'sample'
 UNION ALL SELECT * FROM scan WHERE (SELECT kept FROM scan_kept)
 UNION ALL SELECT {_COLUMNS}, true FROM indexed {_where(mine, after)}
 {_ORDER}, hit DESC LIMIT $1"""  # noqa: S608
-
-
-def _search_term(search: str) -> str:
-    if len(search) > MAX_SEARCH_LENGTH:
-        raise InvalidInputError(f"at most {MAX_SEARCH_LENGTH} characters", field="search")
-    try:
-        return postgres_text(search)
-    except ValueError as exc:
-        raise InvalidInputError(str(exc), field="search") from None
-
-
-def _escape_like(term: str) -> str:
-    return term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

@@ -107,6 +107,14 @@ class ThrottledError(AppDBError):
         self.retry_after = retry_after
 
 
+class InvalidTokenError(AppDBError, ValueError):
+    """Raise when a one-time token is unknown, expired, spent or voided (one error for all, so
+    that an answer tells nothing about a token's past)."""
+
+    def __init__(self) -> None:
+        super().__init__("the link is not valid: it may have expired or been used already")
+
+
 class DatabaseUnavailableError(AppDBError, ConnectionError):
     """Raise when the database cannot be reached or dropped the connection; retry later."""
 
@@ -141,6 +149,10 @@ _BY_CONSTRAINT: dict[str, Callable[[str], AppDBError]] = {
         "session token collision", constraint=name
     ),
     "fk_sessions_user_id_users": lambda _: NotFoundError("user"),
+    "uq_one_time_tokens_token_hash": lambda name: ConflictError(
+        "one-time token collision", constraint=name
+    ),
+    "fk_one_time_tokens_user_id_users": lambda _: NotFoundError("user"),
     "fk_customers_owner_id_users": lambda _: InvalidInputError(
         "no user has this id", field="owner_id"
     ),
@@ -148,7 +160,13 @@ _BY_CONSTRAINT: dict[str, Callable[[str], AppDBError]] = {
 
 
 def error_for_constraint(constraint: str | None) -> AppDBError | None:
-    """Return the typed error for a violated constraint, or ``None`` for an unknown one."""
+    """Return the typed error for a violated constraint, or ``None`` for an unknown one.
+
+    Beyond app_db's own, any table on ``app_db.models.metadata`` gets one by the naming
+    convention: a check (``ck_<table>_<column>...``) or a foreign key (``fk_<table>_<column>_
+    <referred>``) names its column as the field of an ``InvalidInputError``; a unique
+    constraint (``uq_<table>_<column>``) is a ``ConflictError``.
+    """
     if constraint is None:
         return None
     build = _BY_CONSTRAINT.get(constraint)
@@ -157,28 +175,30 @@ def error_for_constraint(constraint: str | None) -> AppDBError | None:
     field = _check_field(constraint)
     if field is not None:
         return InvalidInputError(f"violates {constraint}", field=field)
-    return None
-
-
-def _any_table(error: BaseException, sqlstate: object, constraint: str | None) -> AppDBError | None:
-    """Type a key violation of any table named by the convention (an app's own, say).
-
-    ``fk_<table>_<column>_<referred>`` refused on INSERT or UPDATE names a row that does not
-    exist (the column is the field); on DELETE, a row still referenced. ``uq_<table>_<column>``
-    is a conflict.
-    """
-    if constraint is None:
-        return None
-    if sqlstate == _FOREIGN_KEY:
-        column = _named_column(constraint, "fk")
-        statement = str(getattr(error, "statement", "") or "").lstrip().upper()
-        if statement.startswith("DELETE"):
-            return ConflictError("the row is still referenced", constraint=constraint)
-        if column is not None:
-            return InvalidInputError("refers to a row that does not exist", field=column)
-    if sqlstate == _UNIQUE and _named_column(constraint, "uq") is not None:
+    referring = _named_column(constraint, "fk")
+    if referring is not None:
+        return InvalidInputError("refers to a row that does not exist", field=referring)
+    if _named_column(constraint, "uq") is not None:
         return ConflictError("a row with this value already exists", constraint=constraint)
     return None
+
+
+def _integrity(error: BaseException, driver_error: BaseException) -> AppDBError | None:
+    sqlstate = getattr(driver_error, "sqlstate", None)
+    if sqlstate == _NOT_NULL:
+        return InvalidInputError(
+            "must not be null", field=getattr(driver_error, "column_name", None)
+        )
+    constraint = violated_constraint(error)
+    if _still_referenced(error, sqlstate, constraint):
+        return ConflictError("the row is still referenced", constraint=constraint)
+    return error_for_constraint(constraint)
+
+
+def _still_referenced(error: BaseException, sqlstate: object, constraint: str | None) -> bool:
+    """Return whether a foreign key refused a DELETE: the row is still referenced."""
+    statement = str(getattr(error, "statement", "") or "").lstrip().upper()
+    return sqlstate == _FOREIGN_KEY and constraint is not None and statement.startswith("DELETE")
 
 
 def _named_column(constraint: str, kind: str) -> str | None:
@@ -247,6 +267,21 @@ def raised_by_driver(error: BaseException) -> bool:
     return False
 
 
+PGBOUNCER_HINT = (
+    " (a PgBouncer in transaction mode refuses asyncpg's startup and prepared statements:"
+    " set DATABASE_PGBOUNCER=true)"
+)
+
+
+def hint(driver_error: BaseException) -> str:
+    """Return what to do about an error whose fix is a setting, or ``""``.
+
+    asyncpg's ``ProtocolViolationError`` at connect is what a PgBouncer in transaction mode
+    answers to ``statement_timeout`` as a startup parameter.
+    """
+    return PGBOUNCER_HINT if isinstance(driver_error, asyncpg.ProtocolViolationError) else ""
+
+
 def _driver_error(error: BaseException) -> BaseException:
     """Return the asyncpg exception behind a SQLAlchemy error or its emulated DBAPI error."""
     emulated = error if isinstance(error, EmulatedDBAPIException) else getattr(error, "orig", None)
@@ -273,13 +308,7 @@ def typed_error(error: BaseException) -> AppDBError | None:  # noqa: PLR0911 - o
         return DatabaseUnavailableError(f"database unreachable: {type(error).__name__}")
     driver_error = _driver_error(error)
     if isinstance(error, IntegrityError | asyncpg.IntegrityConstraintViolationError):
-        sqlstate = getattr(driver_error, "sqlstate", None)
-        if sqlstate == _NOT_NULL:
-            return InvalidInputError(
-                "must not be null", field=getattr(driver_error, "column_name", None)
-            )
-        constraint = violated_constraint(error)
-        return error_for_constraint(constraint) or _any_table(error, sqlstate, constraint)
+        return _integrity(error, driver_error)
     if isinstance(error, _ROW_GONE):
         return NotFoundError("row")
     if isinstance(error, PoolTimeout):
@@ -289,7 +318,8 @@ def typed_error(error: BaseException) -> AppDBError | None:  # noqa: PLR0911 - o
     if isinstance(error, DBAPIError) and error.connection_invalidated:
         return DatabaseUnavailableError("the database connection was lost")
     if isinstance(driver_error, DISCONNECTS) or _refused(driver_error):
-        return DatabaseUnavailableError(f"database unreachable: {type(driver_error).__name__}")
+        kind = type(driver_error).__name__
+        return DatabaseUnavailableError(f"database unreachable: {kind}{hint(driver_error)}")
     if isinstance(error, DataError | asyncpg.DataError):
         return InvalidInputError("value not accepted by the database")
     if isinstance(error, StatementError) and isinstance(error.orig, ValueError):

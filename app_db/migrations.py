@@ -148,3 +148,21 @@ def _known(script: ScriptDirectory, revision: str) -> bool:
         return script.get_revision(revision) is not None
     except (CommandError, RevisionError):
         return False
+
+
+def revisions_between(
+    before: Iterable[str], after: Iterable[str], *, config_file: ConfigFile = None
+) -> list[tuple[str, str]]:
+    """Return ``(revision, message)`` of each revision that ``after`` holds and ``before``
+    did not, oldest first: what an upgrade from ``before`` to ``after`` applied."""
+    script = ScriptDirectory.from_config(alembic_config(config_file=config_file))
+
+    def lineage(revisions: Iterable[str]) -> set[str]:
+        found: set[str] = set()
+        for revision in revisions:
+            found.update(s.revision for s in script.iterate_revisions(revision, "base"))
+        return found
+
+    applied = lineage(after) - lineage(before)
+    ordered = [s for s in script.walk_revisions() if s.revision in applied]
+    return [(s.revision, (s.doc or "").strip().splitlines()[0]) for s in reversed(ordered)]

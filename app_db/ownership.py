@@ -24,6 +24,7 @@ from sqlalchemy.orm import SessionTransaction
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_db.errors import InvalidInputError
+from app_db.validation import checked_uuid
 
 OWNER = "app_db_owner"
 """The key of ``AsyncSession.info`` that holds the owner of a scoped session."""
@@ -45,8 +46,7 @@ async def scope(db: AsyncSession, owner_id: uuid.UUID) -> None:
     Scoping a session to its own owner again does nothing; to another owner, it raises
     ``InvalidInputError``: a session keeps one scope for its life.
     """
-    if not isinstance(owner_id, uuid.UUID):
-        raise InvalidInputError("must be a UUID", field="owner_id")
+    owner_id = checked_uuid(owner_id, field="owner_id")
     current = owner_of(db)
     if current is not None:
         if current != owner_id:

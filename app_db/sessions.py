@@ -25,7 +25,7 @@ from app_db.security import events
 from app_db.security.events import Client, current_client
 from app_db.security.tokens import hash_token, is_well_formed, new_token
 from app_db.settings import SessionSettings, load_session_settings
-from app_db.validation import validated_value
+from app_db.validation import checked_uuid, validated_value
 
 DEFAULT_PURGE_BATCH = 1000
 
@@ -69,6 +69,7 @@ async def issue(
     lifetime = policy.idle_timeout if ttl is None else ttl
     if lifetime <= timedelta(0):
         raise InvalidInputError("must be positive", field="ttl")
+    user_id = checked_uuid(user_id, field="user_id")
     asking = current_client()
     token = new_token()
     address = validated_value(_IP, asking.address if ip is None else ip, field="ip")
@@ -212,8 +213,8 @@ async def revoke_by_id(db: AsyncSession, user_id: uuid.UUID, session_id: uuid.UU
     """Revoke one live session of the user, by its id (sign a device out from a list of
     ``list_for_user``); return whether the user had such a live session."""
     conditions = (
-        col(Session.id) == session_id,
-        col(Session.user_id) == user_id,
+        col(Session.id) == checked_uuid(session_id, field="session_id"),
+        col(Session.user_id) == checked_uuid(user_id, field="user_id"),
         col(Session.revoked_at).is_(None),
         col(Session.expires_at) > func.now(),
     )
@@ -233,13 +234,15 @@ async def revoke_all(
 
     ``reason`` goes into the security event (``password_changed``, say).
     """
+    user_id = checked_uuid(user_id, field="user_id")
     conditions = [
         col(Session.user_id) == user_id,
         col(Session.revoked_at).is_(None),
         col(Session.expires_at) > func.now(),
     ]
     if except_session_id is not None:
-        conditions.append(col(Session.id) != except_session_id)
+        kept = checked_uuid(except_session_id, field="except_session_id")
+        conditions.append(col(Session.id) != kept)
     return await _revoke(db, and_(*conditions), reason=reason, user_id=user_id)
 
 
@@ -275,6 +278,7 @@ async def list_for_user(
     db: AsyncSession, user_id: uuid.UUID, *, include_ended: bool = False
 ) -> Sequence[Session]:
     """Return the user's live sessions, newest first (with ``include_ended``, all of them)."""
+    user_id = checked_uuid(user_id, field="user_id")
     statement = select(Session).where(col(Session.user_id) == user_id)
     if not include_ended:
         statement = statement.where(

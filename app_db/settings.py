@@ -396,6 +396,31 @@ class ThrottleSettings(BaseSettings):
         return self
 
 
+class TokenSettings(BaseSettings):
+    """One-time token lifetimes, from ``TOKEN_*`` variables (seconds or ISO 8601 durations)."""
+
+    model_config = _prefixed("TOKEN_")
+
+    reset_lifetime: timedelta = Field(
+        default=timedelta(minutes=30),
+        gt=timedelta(0),
+        description="a password reset token expires this long after it was issued",
+    )
+    verification_lifetime: timedelta = Field(
+        default=timedelta(days=3),
+        gt=timedelta(0),
+        description="an email verification token expires this long after it was issued",
+    )
+
+
+def load_token_settings(**values: Any) -> TokenSettings:
+    """Read the token settings, raising ``ConfigurationError`` that names the variable."""
+    try:
+        return TokenSettings(**values)
+    except ValidationError as exc:
+        raise ConfigurationError(_describe(exc, prefix="TOKEN_")) from None
+
+
 def load_throttle_settings(**values: Any) -> ThrottleSettings:
     """Read the throttle settings, raising ``ConfigurationError`` that names the variable."""
     try:

@@ -3,15 +3,20 @@
 Every function takes the ``AsyncSession`` first, flushes, and never commits.
 """
 
+import builtins
 import uuid
 
 from pydantic import SecretStr, TypeAdapter
+from sqlalchemy import delete as sql_delete
+from sqlalchemy import func, select
 from sqlalchemy.orm.exc import StaleDataError
+from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_db import coalesce, fastpath, sessions
 from app_db.errors import (
     InvalidInputError,
+    InvalidTokenError,
     NotFoundError,
     ThrottledError,
     row_required,
@@ -19,9 +24,18 @@ from app_db.errors import (
 )
 from app_db.models import User, UserCreate, UserUpdate
 from app_db.models.password import Password
+from app_db.models.token import EMAIL_VERIFICATION, PASSWORD_RESET
 from app_db.models.types import EMAIL_MAX_LENGTH, normalize_email
 from app_db.observe.spans import traced
-from app_db.security import events, throttle
+from app_db.pagination import (
+    Page,
+    checked_limit,
+    decode_cursor,
+    escape_like,
+    page_of,
+    search_term,
+)
+from app_db.security import events, one_time, throttle
 from app_db.security.events import Client, current_client
 from app_db.security.passwords import (
     burn_verification,
@@ -30,9 +44,10 @@ from app_db.security.passwords import (
     verify_password,
 )
 from app_db.security.policy import check_new_password
-from app_db.settings import ThrottleSettings
-from app_db.validation import validated, validated_value
+from app_db.settings import ThrottleSettings, TokenSettings
+from app_db.validation import checked_uuid, checked_uuid_or_none, validated, validated_value
 
+DEFAULT_PURGE_BATCH = 1000
 _PASSWORD = TypeAdapter(Password)
 _USER_NAMES = fastpath.column_names(User)
 _BY_EMAIL = coalesce.by_key(
@@ -65,7 +80,7 @@ async def create(db: AsyncSession, data: UserCreate) -> User:
 @typed_errors
 async def get(db: AsyncSession, user_id: uuid.UUID) -> User | None:
     """Return the user with this id, or ``None``; the user joins the session, as ``db.get``."""
-    return await coalesce.get_into(db, User, _BY_ID, user_id)
+    return await coalesce.get_into(db, User, _BY_ID, checked_uuid(user_id, field="user_id"))
 
 
 @traced
@@ -170,7 +185,9 @@ async def update(
     """Apply the fields set in ``data``; raise ``NotFoundError`` or ``DuplicateEmailError``.
 
     A new email (not only in another letter case) is a new login name: every session of the
-    user but ``keep_session_id`` (the device that made the change) is revoked. The change is
+    user but ``keep_session_id`` (the device that made the change) is revoked, the email is no
+    longer verified (``verified_at`` is cleared), and unused tokens sent to the old address
+    are voided. The change is
     written in a savepoint: after either error the transaction stays usable.
     """
     data = validated(UserUpdate, data)
@@ -178,11 +195,15 @@ async def update(
     if "email" in changes and changes["email"] is None:
         raise InvalidInputError("email cannot be removed", field="email")
     user = await _require(db, user_id)
+    keep_session_id = checked_uuid_or_none(keep_session_id, field="keep_session_id")
     new_email = "email" in changes and changes["email"].lower() != user.email.lower()
+    if new_email:
+        changes["verified_at"] = None
     with row_required("user", user_id):
         async with db.begin_nested():
             user.sqlmodel_update(changes)
     if new_email:
+        await one_time.void(db, user_id, EMAIL_VERIFICATION, PASSWORD_RESET)
         events.record(events.EMAIL_CHANGED, user_id=user_id)
         await sessions.revoke_all(
             db, user_id, except_session_id=keep_session_id, reason="email_changed"
@@ -210,10 +231,12 @@ async def set_password(
     """
     secret = validated_value(_PASSWORD, password, field="password").get_secret_value()
     user = await _require(db, user_id)
+    keep_session_id = checked_uuid_or_none(keep_session_id, field="keep_session_id")
     await check_new_password(secret, email=user.email, display_name=user.display_name)
     user.password_hash = await hash_password(secret)
     with row_required("user", user_id):
         await db.flush()
+    await one_time.void(db, user_id, PASSWORD_RESET)
     events.record(events.PASSWORD_CHANGED, user_id=user_id)
     if not revoke_sessions:
         return 0
@@ -236,7 +259,170 @@ async def deactivate(db: AsyncSession, user_id: uuid.UUID) -> None:
 
 
 async def _require(db: AsyncSession, user_id: uuid.UUID) -> User:
-    user = await db.get(User, user_id)
+    user = await db.get(User, checked_uuid(user_id, field="user_id"))
     if user is None:
         raise NotFoundError("user", user_id)
     return user
+
+
+@traced
+@typed_errors
+async def forgot_password(
+    db: AsyncSession,
+    email: str,
+    *,
+    ip: str | None = None,
+    limits: ThrottleSettings | None = None,
+    settings: TokenSettings | None = None,
+) -> str | None:
+    """Return a password reset token for the active user with this email (the app mails it),
+    else ``None``, in the same time: an answer does not tell which emails have accounts.
+
+    The token lasts ``TOKEN_RESET_LIFETIME`` (30 minutes) and voids older ones. Requests are
+    throttled like logins, per account (from any network) and per client network, so that
+    nobody can flood an inbox: every request counts, and past the free ones
+    ``ThrottledError`` says how long to wait. ``ip`` defaults as in ``authenticate``.
+    """
+    policy = limits or throttle.default_settings()
+    address = current_client().address if ip is None else ip
+    network = throttle.network_of(address, policy)
+    lookup = _lookup_form(email)
+    counted = throttle.attempt("forgot_password", (lookup or "?").lower(), None)
+    by_network = throttle.attempt("forgot_password", "-", network).network
+    await throttle.admit(db, throttle.Attempt(counted.account, by_network), policy)
+    lifetime = (settings or one_time.default_settings()).reset_lifetime
+    issued = await one_time.issue_by_email(db, lookup or "", PASSWORD_RESET, lifetime)
+    events.record(events.PASSWORD_RESET_REQUESTED, user_id=None if issued is None else issued[1])
+    return None if issued is None else issued[0]
+
+
+@traced
+@typed_errors
+async def reset_password(db: AsyncSession, token: str, password: str | SecretStr) -> User:
+    """Set a new password with a reset token; spend the token; end every session of the user.
+
+    An unknown, expired, spent or voided token raises ``InvalidTokenError``; a refused password
+    raises ``InvalidInputError`` and leaves the token unspent.
+    """
+    secret = validated_value(_PASSWORD, password, field="password").get_secret_value()
+    user_id = await one_time.holder(db, token, PASSWORD_RESET)
+    user = None if user_id is None else await db.get(User, user_id)
+    if user is None or not user.is_active:
+        raise InvalidTokenError
+    await check_new_password(secret, email=user.email, display_name=user.display_name)
+    password_hash = await hash_password(secret)
+    if await one_time.spend(db, token, PASSWORD_RESET) != user.id:
+        raise InvalidTokenError  # spent meanwhile: of two uses, one wins
+    user.password_hash = password_hash
+    with row_required("user", user.id):
+        await db.flush()
+    await one_time.void(db, user.id, PASSWORD_RESET)
+    events.record(events.PASSWORD_RESET, user_id=user.id)
+    await sessions.revoke_all(db, user.id, reason="password_reset")
+    return user
+
+
+@traced
+@typed_errors
+async def request_verification(
+    db: AsyncSession, user_id: uuid.UUID, *, settings: TokenSettings | None = None
+) -> str:
+    """Return a token that proves, once mailed back, that the user receives mail at their email.
+
+    It lasts ``TOKEN_VERIFICATION_LIFETIME`` (3 days) and voids older ones; raise
+    ``NotFoundError`` when there is no such user.
+    """
+    lifetime = (settings or one_time.default_settings()).verification_lifetime
+    user_id = checked_uuid(user_id, field="user_id")
+    token = await one_time.issue(db, user_id, EMAIL_VERIFICATION, lifetime)
+    if token is None:
+        raise NotFoundError("user", user_id)
+    events.record(events.VERIFICATION_REQUESTED, user_id=user_id)
+    return token
+
+
+@traced
+@typed_errors
+async def verify_email(db: AsyncSession, token: str) -> User:
+    """Spend a verification token and mark the user's email verified (``verified_at``).
+
+    An unknown, expired, spent or voided token (a change of email voids them) raises
+    ``InvalidTokenError``.
+    """
+    user_id = await one_time.spend(db, token, EMAIL_VERIFICATION)
+    user = None if user_id is None else await db.get(User, user_id)
+    if user is None:
+        raise InvalidTokenError
+    await db.refresh(user, ["verified_at"])
+    if user.verified_at is None:
+        user.verified_at = await db.scalar(select(func.now()))
+        with row_required("user", user.id):
+            await db.flush()
+    events.record(events.EMAIL_VERIFIED, user_id=user.id)
+    return user
+
+
+@traced
+@typed_errors
+async def delete(db: AsyncSession, user_id: uuid.UUID) -> bool:
+    """Erase the user; return whether there was one.
+
+    Their sessions and one-time tokens go with them; their customers stay, with no owner (the
+    schema's ``ON DELETE SET NULL``). Login counters, keyed by a hash of the email, are purged
+    after ``THROTTLE_WINDOW``; security events already logged are the logs' to keep.
+    """
+    user_id = checked_uuid(user_id, field="user_id")
+    result = await db.exec(
+        sql_delete(User)
+        .where(col(User.id) == user_id)
+        .returning(col(User.id))
+        .execution_options(synchronize_session="evaluate")
+    )
+    deleted = result.first() is not None
+    if deleted:
+        events.record(events.USER_DELETED, user_id=user_id)
+    return deleted
+
+
+@traced
+@typed_errors
+async def list(
+    db: AsyncSession,
+    *,
+    limit: int = 50,
+    cursor: str | None = None,
+    search: str | None = None,
+) -> Page[User]:
+    """Return a page of users ordered by (created_at, id), as ``customers.list`` pages.
+
+    ``search`` matches a part of the email or display name in any letter case (read in page
+    order: meant for admin tools, not for tables of millions). A ``limit`` outside
+    1..``MAX_PAGE_SIZE`` raises ``InvalidInputError``.
+    """
+    args: builtins.list[object] = [checked_limit(limit) + 1]
+    conditions = []
+    if cursor is not None:
+        args += decode_cursor(cursor)
+        conditions.append(f"(created_at, id) > (${len(args) - 1}, ${len(args)})")
+    if search:
+        args.append(f"%{escape_like(search_term(search))}%")
+        conditions.append(f"(email ILIKE ${len(args)} OR display_name ILIKE ${len(args)})")
+    where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+    sql = f"{_SELECT_USERS} {where} ORDER BY created_at, id LIMIT $1"
+    rows = await fastpath.fetch(db, sql, *args, read_only=True)
+    return page_of(fastpath.load_many(db, User, rows), limit)
+
+
+_SELECT_USERS = f"SELECT {', '.join(_USER_NAMES)} FROM users"  # noqa: S608 - column names
+
+
+@traced
+@typed_errors
+async def purge_tokens(
+    db: AsyncSession, *, batch_size: int = DEFAULT_PURGE_BATCH, max_batches: int | None = None
+) -> int:
+    """Delete spent and expired one-time tokens in batches, as ``sessions.purge_expired`` does
+    for sessions; return how many."""
+    if batch_size < 1:
+        raise InvalidInputError("must be at least 1", field="batch_size")
+    return await one_time.purge_expired(db, batch_size=batch_size, max_batches=max_batches)

@@ -1,5 +1,6 @@
 """Validate input at the edge, turning Pydantic errors into ``InvalidInputError``."""
 
+import uuid
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
@@ -36,3 +37,24 @@ def validated_value(adapter: TypeAdapter[T], value: object, *, field: str) -> T:
     except ValidationError as exc:
         error = InvalidInputError.from_validation(exc)
         raise InvalidInputError(str(error.details[0]["message"]), field=field) from None
+
+
+def checked_uuid(value: object, *, field: str) -> uuid.UUID:
+    """Return ``value`` as a UUID (a ``UUID``, or its text); refuse anything else, naming
+    ``field``, without repeating the value."""
+    if isinstance(value, uuid.UUID):
+        return value
+    if isinstance(value, str) and len(value) <= _UUID_TEXT_MAX:
+        try:
+            return uuid.UUID(value)
+        except ValueError:
+            pass
+    raise InvalidInputError("not a UUID", field=field)
+
+
+def checked_uuid_or_none(value: object, *, field: str) -> uuid.UUID | None:
+    """Return ``checked_uuid(value)``, or ``None`` for ``None``."""
+    return None if value is None else checked_uuid(value, field=field)
+
+
+_UUID_TEXT_MAX = 45  # "urn:uuid:" and 36 characters

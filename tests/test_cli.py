@@ -1,15 +1,20 @@
 """The app-db command, run as a real process against real databases."""
 
+import argparse
 import asyncio
 import os
 import socket
 import sys
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 from sqlalchemy import text
 from sqlalchemy.engine import URL
 
+from app_db import create_sessionmaker, transaction, users
+from app_db.cli import parser
 from app_db.engine import create_engine
 from app_db.testing import settings_for
 
@@ -64,16 +69,19 @@ async def schema_fingerprint(url: URL) -> list[tuple[object, ...]]:
 async def test_migrate_builds_a_fresh_database_and_is_idempotent(empty_database: URL) -> None:
     env = environment(DATABASE_URL=with_password(empty_database))
 
-    code, out = await app_db("migrate", env=env)
-    assert code == 0, out
+    code, applied = await app_db("migrate", env=env)
+    assert code == 0, applied
     first = await schema_fingerprint(empty_database)
     code, out = await app_db("migrate", env=env)
     assert code == 0, out
 
     assert await schema_fingerprint(empty_database) == first
     assert ("version", "app_db_0001") in first
-    assert "is at head (app_db_0001)" in out
-    assert PASSWORD_MARK not in out
+    assert applied.splitlines()[0].startswith("applied app_db_0001: Initial schema: users, ")
+    assert applied.splitlines()[1].endswith("is at head (app_db_0001)")
+    assert out.strip().endswith("is at head (app_db_0001): nothing to do")
+    assert "applied" not in out
+    assert PASSWORD_MARK not in applied + out
 
 
 async def test_check_reports_head_pool_and_no_password(app_db_database: URL) -> None:
@@ -154,7 +162,9 @@ async def test_purge_deletes_expired_sessions_and_quiet_login_counters(empty_dat
     code, out = await app_db("purge", "--batch-size", "2", env=env)
 
     assert code == 0, out
-    assert out.strip().endswith("deleted 4 expired sessions and 2 quiet login counters")
+    assert out.strip().endswith(
+        "deleted 4 expired sessions, 2 quiet login counters and 0 spent or expired one-time tokens"
+    )
 
 
 DATABASE_COMMANDS = (("migrate",), ("check",), ("purge",), ("purge-sessions",))
@@ -192,3 +202,64 @@ async def test_bad_arguments_answer_in_one_line(tmp_path: Path) -> None:
         assert code == 2, (args, out)
         assert len(out.strip().splitlines()) == 1, (args, out)
         assert out.startswith("app-db: "), (args, out)
+
+
+async def app_db_with_input(*args: str, stdin: bytes, env: dict[str, str]) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "app_db.cli",
+        *args,
+        env=env,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(process.communicate(stdin), timeout=60)
+    assert process.returncode is not None
+    return process.returncode, out.decode()
+
+
+async def test_createuser_reads_the_password_from_standard_input(own_database: URL) -> None:
+    env = environment(DATABASE_URL=with_password(own_database))
+    create = ("createuser", "--email", "a@example.com")
+
+    code, out = await app_db_with_input(*create, stdin=b"a long passphrase 42\n", env=env)
+    again = await app_db_with_input(*create, stdin=b"a long passphrase 42\n", env=env)
+    weak = await app_db_with_input(
+        "createuser", "--email", "b@example.com", stdin=b"password1\n", env=env
+    )
+    argument = await app_db("createuser", "--email", "c@example.com", "--password", "x", env=env)
+
+    assert code == 0, out
+    user_id = uuid.UUID(out.strip())
+    engine = create_engine(settings_for(own_database))
+    try:
+        async with transaction(create_sessionmaker(engine)) as db:
+            user = await users.authenticate(db, "a@example.com", "a long passphrase 42")
+    finally:
+        await engine.dispose()
+    assert user is not None
+    assert user.id == user_id
+    assert again == (1, "app-db: a user with this email exists already\n")
+    assert weak == (1, "app-db: password: is one of the most common passwords: choose another\n")
+    assert argument[0] == 2
+    assert "unrecognized arguments: --password x" in argument[1]
+    assert len(argument[1].strip().splitlines()) == 1
+
+
+def commands_of(root: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    yield root
+    for action in root._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in action.choices.values():
+                yield from commands_of(command)
+
+
+def test_every_option_has_a_plain_text_help() -> None:
+    for command in commands_of(parser()):
+        shown = command.format_help()
+        assert "``" not in shown, command.prog
+        for action in command._actions:
+            if action.option_strings and action.dest != "help":
+                assert action.help, f"{command.prog} {action.option_strings[0]}"

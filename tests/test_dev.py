@@ -13,6 +13,7 @@ import httpx
 import psutil
 import pytest
 
+from app_db.scaffold import init_project
 from app_db.testing.embedded import load_wheel
 
 pytestmark = [
@@ -156,3 +157,44 @@ def test_dev_trace_prints_each_request_as_one_tree(folder: Path) -> None:
     token = auth["cookie"].split("=", 1)[1]
     for secret in ("ada@example.com", "Ada@example.com", PASSWORD, token):
         assert secret not in output
+
+
+REVISION = '''"""dev orders
+
+Revision ID: shopdev_0001
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "shopdev_0001"
+down_revision = None
+branch_labels = ("shopdev",)
+depends_on = "app_db_0001"
+
+
+def upgrade() -> None:
+    op.create_table("dev_orders", sa.Column("id", sa.Integer(), primary_key=True))
+
+
+def downgrade() -> None:
+    op.drop_table("dev_orders")
+'''
+
+
+def test_dev_in_a_project_folder_migrates_the_projects_heads_too(folder: Path) -> None:
+    (folder / "shopdev").mkdir()
+    (folder / "shopdev" / "__init__.py").write_text("")
+    (folder / "shopdev" / "models.py").write_text("")
+    init_project(folder, models="shopdev.models", path="migrations", branch="shopdev")
+    (folder / "migrations" / "versions" / "shopdev_0001.py").write_text(REVISION)
+
+    dev = Dev(folder)
+    code, output, _ = dev.stop(signal.SIGINT)
+
+    assert code == 0, output
+    assert "is at head (app_db_0001, shopdev_0001), migrated with this folder's alembic.ini" in (
+        output
+    )
+    assert "embedded PostgreSQL: its data is in .app_db/dev/ here" in output
+    assert "from another terminal: export DATABASE_URL='postgresql://postgres" in output

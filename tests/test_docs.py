@@ -22,7 +22,13 @@ from pytest_examples import CodeExample, find_examples
 from sqlalchemy.engine import URL
 
 import app_db
-from app_db.settings import PasswordSettings, SessionSettings, Settings, ThrottleSettings
+from app_db.settings import (
+    PasswordSettings,
+    SessionSettings,
+    Settings,
+    ThrottleSettings,
+    TokenSettings,
+)
 from tests import tutorial
 
 pytestmark = pytest.mark.slow
@@ -137,10 +143,12 @@ def test_the_reference_lists_every_exported_name() -> None:
 
 
 @pytest.mark.parametrize(
-    "settings", [Settings, SessionSettings, PasswordSettings, ThrottleSettings]
+    "settings", [Settings, SessionSettings, PasswordSettings, ThrottleSettings, TokenSettings]
 )
 def test_the_settings_reference_names_the_variables_the_class_reads(
-    settings: type[Settings | SessionSettings | PasswordSettings | ThrottleSettings],
+    settings: type[
+        Settings | SessionSettings | PasswordSettings | ThrottleSettings | TokenSettings
+    ],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Each listed variable, set in the environment, reaches its field; none is left out."""

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -72,7 +73,14 @@ async def test_a_user_places_an_order(db_session: AsyncSession) -> None:
 """
 
 TEST_UNRELATED = "def test_unrelated() -> None:\n    assert 1 + 1 == 2\n"
-TEST_NEEDS_DB = "def test_needs_db(db_session: object) -> None:\n    assert db_session\n"
+TEST_NEEDS_DB = """\
+def test_needs_db(db_session: object) -> None:
+    assert db_session
+
+
+def test_needs_db_too(db_session: object) -> None:
+    assert db_session
+"""
 
 
 def _uv() -> str:
@@ -82,12 +90,19 @@ def _uv() -> str:
     return found
 
 
-def run(*command: str | Path, cwd: Path, env: dict[str, str] | None = None, expect: int = 0) -> str:
+def run(
+    *command: str | Path,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    expect: int = 0,
+    stdin: str | None = None,
+) -> str:
     """Run a command; assert its exit code and return its output (stdout and stderr)."""
     done = subprocess.run(
         [str(part) for part in command],
         cwd=cwd,
         env=env,
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=300,
@@ -159,21 +174,7 @@ def test_an_app_on_the_installed_wheel(
     steps = tutorial.commands()
     install = ["pip", "install", "'app-db[fastapi,testing]'", "httpx", "uvicorn"]
     assert steps[0] == install  # done above, from the wheel
-    outputs: dict[str, str] = {}
-    for words in steps[1:]:
-        command = " ".join(words)
-        if words[0] == "uvicorn":
-            outputs[command] = serve_and_order(bin_dir, words, project, env)
-            continue
-        assert words[0] in ("app-db", "alembic", "pytest"), command
-        extra = ["-q", "-p", "no:cacheprovider"] if words[0] == "pytest" else []
-        outputs[command] = run(
-            bin_dir / words[0],
-            *words[1:],
-            *extra,
-            cwd=project,
-            env=test_env if words[0] == "pytest" else env,
-        )
+    outputs = run_the_page(steps[1:], bin_dir, project, env, test_env)
     assert "wrote alembic.ini" in outputs["app-db migrations init --models shop.models"]
     assert (project / "migrations" / "env.py").is_file()
     assert "1 passed" in outputs["pytest"]
@@ -205,8 +206,46 @@ def test_an_app_on_the_installed_wheel(
     run_tests_both_ways(project, bin_dir, test_env)
 
 
-def serve_and_order(bin_dir: Path, words: list[str], project: Path, env: dict[str, str]) -> str:
-    """Serve the tutorial's app as the page says (on a free port), place an order through it."""
+def run_the_page(
+    steps: list[list[str]],
+    bin_dir: Path,
+    project: Path,
+    env: dict[str, str],
+    test_env: dict[str, str],
+) -> dict[str, str]:
+    """Run the page's commands in order, as a reader would; return each one's output."""
+    outputs: dict[str, str] = {}
+    user_id = ""
+    for words in steps:
+        command = " ".join(words)
+        if words[0] == "uvicorn":
+            outputs[command] = serve_and_order(bin_dir, words, project, env, user_id)
+            continue
+        if words[0] == "printf":  # printf '<password>\n' | app-db createuser --email ...
+            bar = words.index("|")
+            password = " ".join(words[1:bar]).strip("'").replace("\\n", "\n")
+            user_id = run(
+                bin_dir / words[bar + 1], *words[bar + 2 :], cwd=project, env=env, stdin=password
+            ).strip()
+            outputs[command] = user_id
+            continue
+        assert words[0] in ("app-db", "alembic", "pytest"), command
+        extra = ["-q", "-p", "no:cacheprovider"] if words[0] == "pytest" else []
+        outputs[command] = run(
+            bin_dir / words[0],
+            *words[1:],
+            *extra,
+            cwd=project,
+            env=test_env if words[0] == "pytest" else env,
+        )
+    return outputs
+
+
+def serve_and_order(
+    bin_dir: Path, words: list[str], project: Path, env: dict[str, str], user: str
+) -> str:
+    """Serve the tutorial's app as the page says (on a free port); the user that
+    ``app-db createuser`` made places an order through it."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -219,13 +258,7 @@ def serve_and_order(bin_dir: Path, words: list[str], project: Path, env: dict[st
         text=True,
     )
     try:
-        user = run(
-            bin_dir / "python",
-            "-c",
-            CREATE_USER,
-            cwd=project,
-            env=env,
-        ).strip()
+        uuid.UUID(user)  # what createuser printed
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -243,22 +276,6 @@ def serve_and_order(bin_dir: Path, words: list[str], project: Path, env: dict[st
     finally:
         server.terminate()
         server.communicate(timeout=10)
-
-
-CREATE_USER = """\
-import asyncio
-from pydantic import SecretStr
-from app_db import UserCreate, create_engine, create_sessionmaker, transaction, users
-
-async def main():
-    engine = create_engine()
-    async with transaction(create_sessionmaker(engine)) as db:
-        data = UserCreate(email="tutorial@example.com", password=SecretStr("correct horse"))
-        print((await users.create(db, data)).id)
-    await engine.dispose()
-
-asyncio.run(main())
-"""
 
 
 def run_tests_both_ways(project: Path, bin_dir: Path, test_env: dict[str, str]) -> None:
@@ -280,6 +297,8 @@ def run_tests_both_ways(project: Path, bin_dir: Path, test_env: dict[str, str]) 
         "pytest-asyncio",
         cwd=project,
     )
+    out = run(*pytest_, "tests", cwd=project, env=test_env)  # the tutorial's pytest.ini
+    assert "1 passed" in out
     (project / "pytest.ini").write_text(PYTEST_ASYNCIO_INI)
     (project / "tests" / "test_orders.py").write_text(TEST_ORDERS)
     out = run(*pytest_, "tests", cwd=project, env=test_env)  # and pytest-asyncio's auto mode
@@ -304,8 +323,25 @@ def test_pytest_still_runs_where_app_db_is_installed_without_pytest_asyncio(
         expect=1,
     )
 
-    assert "1 passed, 1 error" in out
-    assert "app_db's async fixtures need a test runner: mark the test @pytest.mark.anyio" in out
+    assert "1 passed, 2 errors" in out
+    advice = "app_db's async fixtures need a test runner: mark the test @pytest.mark.anyio"
+    assert out.count(advice) == 2  # every such test, not only the first
+    assert "AssertionError" not in out
+
+    out = run(
+        bin_dir / "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        cwd=tmp_path,
+        env=environment(),
+        expect=1,
+    )
+    errors = out[out.index("= ERRORS =") : out.index("short test summary")]
+    missing = "app_db's test fixtures need PostgreSQL and found none."
+    assert errors.count(missing) == 2  # once for each test that needs it, and no more
+    assert "During handling of the above exception" not in out
+    assert "Traceback" not in out
 
     out = run(bin_dir / "app-db", "dev", cwd=tmp_path, env=environment(), expect=1)
     assert out.startswith("app-db: app-db dev needs app-db[dev] (missing: fastapi")

@@ -15,6 +15,7 @@ from app_db import (
     UserCreate,
     UserUpdate,
     customers,
+    ownership,
     sessions,
     users,
 )
@@ -137,3 +138,42 @@ async def test_errors_do_not_repeat_the_rejected_input(
     assert MARKER not in str(caught.value)
     assert MARKER not in repr(getattr(caught.value, "details", None))
     assert PASSWORD not in str(caught.value)
+
+
+NOT_AN_ID = "Zq9x-not-a-uuid"
+ID_CALLS: dict[str, Call] = {
+    "users.get": lambda db, _: users.get(db, NOT_AN_ID),  # type: ignore[arg-type]
+    "users.update": lambda db, _: users.update(db, NOT_AN_ID, UserUpdate(display_name="x")),  # type: ignore[arg-type]
+    "users.set_password": lambda db, _: users.set_password(db, NOT_AN_ID, "a long passphrase"),  # type: ignore[arg-type]
+    "users.deactivate": lambda db, _: users.deactivate(db, NOT_AN_ID),  # type: ignore[arg-type]
+    "users.delete": lambda db, _: users.delete(db, NOT_AN_ID),  # type: ignore[arg-type]
+    "users.request_verification": lambda db, _: users.request_verification(db, NOT_AN_ID),  # type: ignore[arg-type]
+    "sessions.issue": lambda db, _: sessions.issue(db, NOT_AN_ID),  # type: ignore[arg-type]
+    "sessions.revoke_all": lambda db, _: sessions.revoke_all(db, NOT_AN_ID),  # type: ignore[arg-type]
+    "sessions.revoke_by_id": lambda db, uid: sessions.revoke_by_id(db, uid, NOT_AN_ID),  # type: ignore[arg-type]
+    "sessions.list_for_user": lambda db, _: sessions.list_for_user(db, NOT_AN_ID),  # type: ignore[arg-type]
+    "customers.get": lambda db, _: customers.get(db, NOT_AN_ID),  # type: ignore[arg-type]
+    "customers.update": lambda db, _: customers.update(db, NOT_AN_ID, CustomerUpdate(name="x")),  # type: ignore[arg-type]
+    "customers.delete": lambda db, _: customers.delete(db, NOT_AN_ID),  # type: ignore[arg-type]
+    "ownership.scope": lambda db, _: ownership.scope(db, NOT_AN_ID),  # type: ignore[arg-type]
+}
+
+
+@pytest.mark.parametrize("call", ID_CALLS.values(), ids=ID_CALLS.keys())
+async def test_an_id_that_is_not_a_uuid_is_refused_typed(
+    db_session: AsyncSession, call: Call
+) -> None:
+    user = await make_user(db_session)
+
+    with pytest.raises(InvalidInputError) as caught:
+        await call(db_session, user.id)
+
+    assert caught.value.field is not None
+    assert caught.value.field.endswith("_id")
+    assert NOT_AN_ID not in str(caught.value)
+
+
+async def test_an_id_as_text_is_taken(db_session: AsyncSession) -> None:
+    user = await make_user(db_session)
+
+    assert await users.get(db_session, str(user.id)) is user  # type: ignore[arg-type]

@@ -1,6 +1,8 @@
 """Behind a real PgBouncer in transaction mode: 0 errors with the switch, errors without."""
 
 import asyncio
+import os
+import sys
 import uuid
 from collections import Counter
 
@@ -10,6 +12,7 @@ from pydantic import SecretStr
 from sqlalchemy.engine import URL
 
 from app_db import (
+    DatabaseUnavailableError,
     Settings,
     create_engine,
     create_sessionmaker,
@@ -101,3 +104,26 @@ async def test_pgbouncer_transaction_mode(
     assert with_switch[1] == Counter()
     assert with_switch[0] == TASKS * ROUNDS * 10
     assert sum(without_switch[1].values()) > 0
+
+
+async def test_without_the_switch_the_error_names_it(own_database: URL) -> None:
+    """At the defaults, PgBouncer refuses asyncpg's statement_timeout at connect time."""
+    with pgbouncer(own_database) as through:
+        url = SecretStr(through.render_as_string(hide_password=False))
+        engine = create_engine(Settings(_env_file=None, database_url=url))
+        try:
+            with pytest.raises(DatabaseUnavailableError) as refused:
+                async with transaction(create_sessionmaker(engine)) as db:
+                    await users.get_by_email(db, "a@example.com")
+        finally:
+            await engine.dispose()
+        env = {**os.environ, "DATABASE_URL": url.get_secret_value()}
+        check = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "app_db.cli", "check", env=env, stderr=asyncio.subprocess.PIPE
+        )
+        _, said = await asyncio.wait_for(check.communicate(), timeout=60)
+
+    assert "DATABASE_PGBOUNCER=true" in str(refused.value)
+    assert check.returncode == 1
+    assert "DATABASE_PGBOUNCER=true" in said.decode()
+    assert len(said.decode().strip().splitlines()) == 1

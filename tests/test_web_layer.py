@@ -100,7 +100,8 @@ async def test_a_password_change_signs_the_other_devices_out(
     wrong = await client.post("/password", json={**change, "current_password": "not it, no"})
     changed = await client.post("/password", json=change)
 
-    assert (wrong.status_code, changed.status_code) == (401, 204)
+    assert (wrong.status_code, changed.status_code) == (422, 204)
+    assert wrong.json()["errors"][0]["field"] == "current_password"
     assert (await client.get("/me")).status_code == 200  # this device stays
     assert await me_with(app, other.json()["access_token"]) == 401
 

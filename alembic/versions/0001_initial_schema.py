@@ -1,4 +1,4 @@
-"""Initial schema: users, login sessions, login counters, customers under an owner policy.
+"""Initial schema: users, sessions, one-time tokens, login counters, customers (owner policy).
 
 This is the project's only revision. Until the first release it is edited in place.
 
@@ -50,6 +50,7 @@ def upgrade() -> None:
         sa.Column("display_name", sa.Text(), nullable=True),
         sa.Column("password_hash", sa.Text(), nullable=False),
         sa.Column("is_active", sa.Boolean(), server_default=sa.true(), nullable=False),
+        _timestamp("verified_at", server_default=False, nullable=True),
         _timestamp("created_at"),
         _timestamp("updated_at"),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_users")),
@@ -63,6 +64,7 @@ def upgrade() -> None:
         sa.CheckConstraint("password_hash <> ''", name=op.f("ck_users_password_hash_not_empty")),
     )
     op.create_index("uq_users_email_lower", "users", [sa.text("lower(email)")], unique=True)
+    op.create_index("ix_users_created_at_id", "users", ["created_at", "id"])
 
     op.create_table(
         "sessions",
@@ -101,6 +103,38 @@ def upgrade() -> None:
         ["user_id", "created_at"],
         postgresql_where=sa.text("revoked_at IS NULL"),
     )
+
+    # One-time tokens (password reset, email verification): SHA-256 only, expiring, used once.
+    op.create_table(
+        "one_time_tokens",
+        _id(),
+        sa.Column("user_id", sa.Uuid(), nullable=False),
+        sa.Column("purpose", sa.Text(), nullable=False),
+        sa.Column("token_hash", sa.LargeBinary(), nullable=False),
+        _timestamp("created_at"),
+        _timestamp("expires_at", server_default=False),
+        _timestamp("used_at", server_default=False, nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_one_time_tokens")),
+        sa.ForeignKeyConstraint(
+            ["user_id"],
+            ["users.id"],
+            name=op.f("fk_one_time_tokens_user_id_users"),
+            ondelete="CASCADE",
+        ),
+        sa.UniqueConstraint("token_hash", name=op.f("uq_one_time_tokens_token_hash")),
+        sa.CheckConstraint(
+            "octet_length(token_hash) = 32", name=op.f("ck_one_time_tokens_token_hash_length")
+        ),
+        sa.CheckConstraint(
+            "purpose IN ('password_reset', 'email_verification')",
+            name=op.f("ck_one_time_tokens_purpose_known"),
+        ),
+        sa.CheckConstraint(
+            "expires_at > created_at", name=op.f("ck_one_time_tokens_expires_at_after_created_at")
+        ),
+    )
+    op.create_index("ix_one_time_tokens_user_id_purpose", "one_time_tokens", ["user_id", "purpose"])
+    op.create_index(op.f("ix_one_time_tokens_expires_at"), "one_time_tokens", ["expires_at"])
 
     # Failed-login counters, keyed by a SHA-256 (no email, no address in the table).
     op.create_table(
@@ -188,9 +222,13 @@ def downgrade() -> None:
     op.drop_index("ix_customers_created_at_id", table_name="customers")
     op.drop_index("ix_customers_owner_id_created_at_id", table_name="customers")
     op.drop_table("customers")
+    op.drop_index(op.f("ix_one_time_tokens_expires_at"), table_name="one_time_tokens")
+    op.drop_index("ix_one_time_tokens_user_id_purpose", table_name="one_time_tokens")
+    op.drop_table("one_time_tokens")
     op.drop_index("ix_throttles_last_attempt_at", table_name="throttles")
     op.drop_table("throttles")
     op.drop_index("ix_sessions_user_id_unrevoked", table_name="sessions")
     op.drop_table("sessions")
+    op.drop_index("ix_users_created_at_id", table_name="users")
     op.drop_index("uq_users_email_lower", table_name="users")
     op.drop_table("users")

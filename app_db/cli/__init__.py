@@ -1,4 +1,5 @@
-"""The ``app-db`` command: ``dev``, ``migrate``, ``check``, ``purge`` and ``migrations``.
+"""The ``app-db`` command: ``dev``, ``migrate``, ``check``, ``purge``, ``createuser`` and
+``migrations``.
 
 Every failure is one line on stderr and a non-zero exit: 2 for a bad argument or setting,
 1 for a database that cannot be reached or used.
@@ -14,10 +15,17 @@ from alembic.util import CommandError
 from sqlalchemy.exc import SQLAlchemyError
 
 from app_db import sessions
+from app_db.cli.accounts import createuser_command
 from app_db.cli.database import check_command, migrate_command, purge_command
 from app_db.cli.dev import dev_command
-from app_db.cli.output import fail, masked, reason, say, scrub
-from app_db.errors import AppDBError, ConfigurationError, DatabaseUnavailableError, typed_error
+from app_db.cli.output import fail, innermost, masked, reason, say, scrub
+from app_db.errors import (
+    AppDBError,
+    ConfigurationError,
+    DatabaseUnavailableError,
+    hint,
+    typed_error,
+)
 from app_db.scaffold import ScaffoldError, init_project
 from app_db.settings import load_settings
 
@@ -47,12 +55,20 @@ def init_command(args: argparse.Namespace) -> int:
     return 0
 
 
+DESCRIPTION = (
+    "app_db's command line: serve the example app (dev), migrate and check a database, purge "
+    "what has expired, create a user, and set up a project's own migrations. Every failure is "
+    "one line on stderr: exit 2 for a bad argument or setting, 1 for a database that cannot "
+    "be reached or used."
+)
+
+
 def parser() -> argparse.ArgumentParser:
-    root = _Parser(prog="app-db", description=__doc__)
+    root = _Parser(prog="app-db", description=DESCRIPTION)
     commands = root.add_subparsers(dest="command", required=True, parser_class=_Parser)
     dev = commands.add_parser("dev", help="serve the example app on a migrated database")
-    dev.add_argument("--host", default="127.0.0.1")
-    dev.add_argument("--port", type=int, default=8000)
+    dev.add_argument("--host", default="127.0.0.1", help="the address to serve on")
+    dev.add_argument("--port", type=int, default=8000, help="the port to serve on")
     dev.add_argument(
         "--trace", action="store_true", help="print each request's spans as a tree on stdout"
     )
@@ -69,7 +85,7 @@ def parser() -> argparse.ArgumentParser:
     purge = commands.add_parser(
         "purge",
         aliases=["purge-sessions"],
-        help="delete expired sessions and quiet login counters in batches",
+        help="delete expired sessions, quiet login counters and spent tokens in batches",
     )
     purge.add_argument(
         "--batch-size",
@@ -78,6 +94,13 @@ def parser() -> argparse.ArgumentParser:
         help="rows deleted per transaction",
     )
     purge.set_defaults(run=purge_command)
+    create = commands.add_parser(
+        "createuser",
+        help="create a user; the password is asked at the terminal, or read from standard input",
+    )
+    create.add_argument("--email", required=True, help="the user's email")
+    create.add_argument("--name", help="the user's display name")
+    create.set_defaults(run=createuser_command)
     migrations = commands.add_parser("migrations", help="set up this project's own migrations")
     actions = migrations.add_subparsers(dest="action", required=True, parser_class=_Parser)
     init = actions.add_parser("init", help="write alembic.ini and an async env.py here")
@@ -108,5 +131,5 @@ def _database_failure(error: BaseException) -> int:
         typed_error(error), DatabaseUnavailableError
     )
     verb = "reach" if unreachable else "use"
-    detail = scrub(reason(error), settings.sqlalchemy_url())
+    detail = scrub(reason(error), settings.sqlalchemy_url()) + hint(innermost(error))
     return fail(f"cannot {verb} {masked(settings)}: {detail}")

@@ -6,14 +6,14 @@ from pathlib import Path
 
 from sqlalchemy import Connection, text
 
-from app_db import health, sessions
+from app_db import health, sessions, users
 from app_db.cli.output import fail, masked, say
 from app_db.engine import create_engine, create_sessionmaker, dispose
 from app_db.migrations import (
     Status,
     current_revisions,
-    head_revisions,
     project_config,
+    revisions_between,
     status,
     upgrade,
 )
@@ -59,7 +59,10 @@ def migrate_command(args: argparse.Namespace) -> int:
         say(f"{masked(settings)} is at head ({_revisions(before)}): nothing to do")
         return 0
     upgrade(settings, config_file=config)
-    say(f"{masked(settings)} is at head ({_revisions(head_revisions(config_file=config))})")
+    _, after = asyncio.run(inspect(settings))
+    for revision, message in revisions_between(before, after, config_file=config):
+        say(f"applied {revision}: {message}")
+    say(f"{masked(settings)} is at head ({_revisions(after)})")
     return 0
 
 
@@ -119,12 +122,12 @@ def _report(found: Status) -> int:
     )
 
 
-async def _purge(settings: Settings, batch_size: int) -> tuple[int, int]:
+async def _purge(settings: Settings, batch_size: int) -> tuple[int, ...]:
     engine = create_engine(settings, pool_size=1, max_overflow=0)
     maker = create_sessionmaker(engine)
     totals = []
     try:
-        for purge in (sessions.purge_expired, throttle.purge_expired):
+        for purge in (sessions.purge_expired, throttle.purge_expired, users.purge_tokens):
             total = 0
             while True:
                 async with maker() as db, db.begin():
@@ -135,10 +138,13 @@ async def _purge(settings: Settings, batch_size: int) -> tuple[int, int]:
             totals.append(total)
     finally:
         await dispose(engine)
-    return totals[0], totals[1]
+    return tuple(totals)
 
 
 def purge_command(args: argparse.Namespace) -> int:
-    expired, quiet = asyncio.run(_purge(load_settings(), args.batch_size))
-    say(f"deleted {expired} expired sessions and {quiet} quiet login counters")
+    expired, quiet, tokens = asyncio.run(_purge(load_settings(), args.batch_size))
+    say(
+        f"deleted {expired} expired sessions, {quiet} quiet login counters"
+        f" and {tokens} spent or expired one-time tokens"
+    )
     return 0

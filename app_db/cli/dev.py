@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from app_db.cli.output import fail, masked, say
-from app_db.migrations import head_revisions, upgrade
+from app_db.migrations import head_revisions, project_config, upgrade
 from app_db.settings import load_settings
 
 DEV_DATA = Path(".app_db") / "dev"
@@ -59,12 +59,17 @@ def dev_command(args: argparse.Namespace) -> int:
         wheel = load_wheel()
         assert wheel is not None
         server = DevServer(wheel, Path.cwd() / DEV_DATA)
-        os.environ["DATABASE_URL"] = server.url.render_as_string(hide_password=False)
-        say(f"embedded PostgreSQL: data in {DEV_DATA}/")
+        url = server.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        os.environ["DATABASE_URL"] = url
+        say(f"embedded PostgreSQL: its data is in {DEV_DATA}/ here (kept; delete it to start over)")
+        say(f"from another terminal: export DATABASE_URL='{url}'")  # no password: local only
     try:
         settings = load_settings()
-        upgrade(settings)
-        say(f"{masked(settings)} is at head ({', '.join(head_revisions())})")
+        config = project_config()
+        upgrade(settings, config_file=config)
+        heads = ", ".join(head_revisions(config_file=config))
+        source = f"this folder's {config.name}" if config else "app_db's migration"
+        say(f"{masked(settings)} is at head ({heads}), migrated with {source}")
         app = create_app()
         if tracing:
             from app_db.example import tracing as spans  # noqa: PLC0415 - dev-only dependencies

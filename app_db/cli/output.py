@@ -29,8 +29,8 @@ def scrub(message: str, url: URL) -> str:
     return message.replace(str(url.password), "***") if url.password else message
 
 
-def reason(error: BaseException) -> str:
-    """Return the first line of the innermost driver or system error behind ``error``."""
+def innermost(error: BaseException) -> BaseException:
+    """Return the innermost driver or system error behind ``error``."""
     seen: set[int] = set()
     inner = error
     while id(inner) not in seen:
@@ -39,5 +39,11 @@ def reason(error: BaseException) -> str:
         if not isinstance(nested, BaseException):
             break
         inner = nested
+    return getattr(inner, "driver_exception", None) or inner
+
+
+def reason(error: BaseException) -> str:
+    """Return the first line of the innermost driver or system error behind ``error``."""
+    inner = innermost(error)
     text = str(inner).strip().splitlines()
     return text[0] if text and text[0] else type(inner).__name__

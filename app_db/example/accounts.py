@@ -5,7 +5,15 @@ import uuid
 from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import BaseModel, SecretStr
 
-from app_db import NotFoundError, SessionRead, UserCreate, UserRead, sessions, users
+from app_db import (
+    InvalidInputError,
+    NotFoundError,
+    SessionRead,
+    UserCreate,
+    UserRead,
+    sessions,
+    users,
+)
 from app_db.fastapi import CurrentLogin, CurrentUser, Db, error_responses, login, logout
 from app_db.fastapi import logout_everywhere as end_every_session
 
@@ -69,12 +77,13 @@ async def me(user: CurrentUser) -> UserRead:
     return UserRead.model_validate(user)
 
 
-@accounts.post("/password", status_code=204, responses=error_responses(401, 429))
+@accounts.post("/password", status_code=204, responses=error_responses(429))
 async def change_password(body: PasswordChange, db: Db, current: CurrentLogin) -> None:
-    """Change the password: the current one first; every other device is signed out."""
+    """Change the password: the current one first (a wrong one is a 422, throttled as a failed
+    login); every other device is signed out."""
     session, user = current
     if await users.authenticate(db, user.email, body.current_password) is None:
-        raise HTTPException(status_code=401, detail="wrong password")
+        raise InvalidInputError("wrong password", field="current_password")
     await users.set_password(db, user.id, body.new_password, keep_session_id=session.id)
 
 
@@ -84,7 +93,7 @@ async def devices(db: Db, user: CurrentUser) -> list[SessionRead]:
     return [SessionRead.model_validate(s) for s in await sessions.list_for_user(db, user.id)]
 
 
-@accounts.delete("/sessions/{session_id}", status_code=204, responses=error_responses(404))
+@accounts.delete("/sessions/{session_id:uuid}", status_code=204, responses=error_responses(404))
 async def sign_out_device(session_id: uuid.UUID, db: Db, user: CurrentUser) -> None:
     """Sign one device out."""
     if not await sessions.revoke_by_id(db, user.id, session_id):

@@ -1,4 +1,5 @@
-"""A small FastAPI app on app_db: sign-up, login, each user's own customers, CSV import.
+"""A small FastAPI app on app_db: sign-up, login, password reset and email verification,
+each user's own customers, CSV import.
 
 Built on the public web layer, ``app_db.fastapi``, as an app of yours would be. ``app-db dev``
 serves it on an embedded, migrated PostgreSQL. Against the database that DATABASE_URL (or the
@@ -17,8 +18,16 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app_db.example.accounts import accounts
 from app_db.example.customer_routes import customer_routes, uploads
 from app_db.example.errors import add_upload_errors
+from app_db.example.mail import mailer
 from app_db.example.settings import ExampleSettings
-from app_db.fastapi import add_error_handlers, harden, healthz, lifespan, use
+from app_db.fastapi import (
+    add_error_handlers,
+    harden,
+    healthz,
+    lifespan,
+    recovery_routes,
+    use,
+)
 
 
 def create_app(
@@ -36,6 +45,7 @@ def create_app(
     app.state.settings = settings
     app.add_api_route("/healthz", healthz, methods=["GET"], tags=["health"])
     app.include_router(accounts)
+    app.include_router(recovery_routes(mailer(settings.public_url)))
     app.include_router(customer_routes)
     app.include_router(uploads, max_body_size=settings.max_upload_bytes)
     add_error_handlers(app)

@@ -19,6 +19,8 @@ class ExampleSettings(BaseSettings):
     """Largest CSV import request body, multipart framing included."""
     import_timeout: float = Field(default=60.0, gt=0)
     """Seconds a CSV import may take in all, checking and COPY; 503 beyond."""
+    public_url: str = "http://127.0.0.1:8000"
+    """Where users reach the app: the links of reset and verification mails start with it."""
     trusted_origins: tuple[str, ...] = ()
     """Other sites' origins (``https://app.example.com``) whose POST, PUT, PATCH and DELETE
     are served; every other cross-site one is refused with 403. A JSON list in

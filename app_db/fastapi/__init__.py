@@ -40,6 +40,7 @@ from app_db.fastapi.errors import (
     error_responses,
 )
 from app_db.fastapi.hardening import CrossSiteRefusal, RequestClient, SecurityHeaders, harden
+from app_db.fastapi.recovery import Mail, Mailer, recovery_routes
 
 __all__ = [
     "COOKIE",
@@ -50,6 +51,8 @@ __all__ = [
     "Db",
     "ErrorBody",
     "ErrorItem",
+    "Mail",
+    "Mailer",
     "OwnedDb",
     "RequestClient",
     "SecurityHeaders",
@@ -63,6 +66,7 @@ __all__ = [
     "login",
     "logout",
     "logout_everywhere",
+    "recovery_routes",
     "token_of",
     "use",
 ]

@@ -48,12 +48,17 @@ def token_of(request: Request) -> str | None:
 
 
 async def current_login(db: Db, cookie: CookieToken, bearer: BearerToken) -> tuple[Session, User]:
-    """Return the live session and its user; answer 401 without one."""
-    token = cookie or (bearer.credentials if bearer is not None else None)
-    found = await sessions.validate(db, token) if token else None
-    if found is None:
+    """Return the live session and its user; answer 401 without one.
+
+    A request that carries both a cookie and a bearer token is served only when both are
+    live and of one user: a credential that fails is never outweighed by another.
+    """
+    tokens = [t for t in (cookie, bearer.credentials if bearer is not None else None) if t]
+    found = [await sessions.validate(db, token) for token in dict.fromkeys(tokens)]
+    logins = [login for login in found if login is not None]
+    if not logins or len(logins) < len(found) or len({u.id for _, u in logins}) > 1:
         raise HTTPException(401, NOT_LOGGED_IN, headers={"WWW-Authenticate": "Bearer"})
-    return found
+    return logins[0]
 
 
 CurrentLogin = Annotated[tuple[Session, User], Depends(current_login)]

@@ -15,11 +15,13 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from app_db import (
     ConflictError,
     DatabaseUnavailableError,
     InvalidInputError,
+    InvalidTokenError,
     NotFoundError,
     PoolTimeoutError,
     StatementTimeoutError,
@@ -96,7 +98,8 @@ Handler = Callable[[Request, Any], Any]
 def add_error_handlers(app: FastAPI, *, retry_after: int = RETRY_AFTER_SECONDS) -> None:
     """Answer app_db's errors with their status and ``ErrorBody``, and declare them.
 
-    422 for refused input (with each field and row), 404 not found, 409 conflict, 429 with
+    422 for refused input (with each field and row), 400 for a one-time token that is not valid,
+    404 not found, 409 conflict, 429 with
     ``Retry-After`` while a login is throttled, 503 with ``Retry-After`` while the database is
     unreachable, busy or too slow. Request validation and FastAPI's own errors use the same
     body. The app's OpenAPI document says so.
@@ -106,11 +109,17 @@ def add_error_handlers(app: FastAPI, *, retry_after: int = RETRY_AFTER_SECONDS) 
     async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
         return error_response(422, "the request is not valid", _invalid_request(error))
 
-    async def http_error(_: Request, error: HTTPException) -> JSONResponse:
-        return error_response(error.status_code, error.detail, headers=error.headers)
+    async def http_error(request: Request, error: HTTPException) -> JSONResponse:
+        headers = dict(error.headers or {})
+        if error.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(request))
+        return error_response(error.status_code, error.detail, headers=headers)
 
     async def invalid_input(_: Request, error: InvalidInputError) -> JSONResponse:
         return error_response(422, error, _refused(error))
+
+    async def bad_token(_: Request, error: InvalidTokenError) -> JSONResponse:
+        return error_response(400, error)
 
     async def not_found(_: Request, error: NotFoundError) -> JSONResponse:
         return error_response(404, error)
@@ -128,6 +137,7 @@ def add_error_handlers(app: FastAPI, *, retry_after: int = RETRY_AFTER_SECONDS) 
         RequestValidationError: invalid_request,
         HTTPException: http_error,
         InvalidInputError: invalid_input,
+        InvalidTokenError: bad_token,
         NotFoundError: not_found,
         ConflictError: conflict,
         ThrottledError: throttled,
@@ -140,6 +150,20 @@ def add_error_handlers(app: FastAPI, *, retry_after: int = RETRY_AFTER_SECONDS) 
     declare_errors(app)
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """Return the methods that some route of the app serves at the request's path.
+
+    Starlette's 405 names only the methods of the first route that matched the path, so
+    ``/customers`` served by one route for GET and another for POST said ``Allow: GET``.
+    """
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "__none__"})
+        if match != Match.NONE:
+            methods.update(getattr(route, "methods", None) or ())
+    return sorted(methods)
+
+
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """Return the ``responses=`` of a route that may answer these statuses with ``ErrorBody``."""
     return {
@@ -148,7 +172,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 _DESCRIPTIONS = {
-    400: "the request could not be read",
+    400: "the request could not be read, or its token is not valid (expired or used)",
     401: "not logged in",
     403: "refused: a request from another site",
     404: "not found",
@@ -203,6 +227,8 @@ def _declare(document: dict[str, Any]) -> None:
                 statuses.append(401)
             if method in UNSAFE:
                 statuses.append(403)
+            if "requestBody" in operation:
+                statuses += [400, 413]  # a body that cannot be read, or one too large
             responses = operation.setdefault("responses", {})
             for status in statuses:
                 answer = responses.setdefault(str(status), {"description": _DESCRIPTIONS[status]})

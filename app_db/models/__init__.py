@@ -2,19 +2,32 @@
 
 from app_db.models.base import NAMING_CONVENTION, AppModel, metadata
 from app_db.models.columns import created_at_field, id_field, updated_at_field
-from app_db.models.customer import Customer, CustomerCreate, CustomerRead, CustomerUpdate
+from app_db.models.customer import (
+    Customer,
+    CustomerCreate,
+    CustomerName,
+    CustomerRead,
+    CustomerUpdate,
+    Phone,
+)
 from app_db.models.session import Session, SessionCreate, SessionRead, SessionUpdate
 from app_db.models.throttle import Throttle
-from app_db.models.types import TZDateTime, uuid7
-from app_db.models.user import User, UserCreate, UserRead, UserUpdate
+from app_db.models.token import OneTimeToken
+from app_db.models.types import Email, TZDateTime, uuid7
+from app_db.models.user import DisplayName, User, UserCreate, UserRead, UserUpdate
 
 __all__ = [
     "NAMING_CONVENTION",
     "AppModel",
     "Customer",
     "CustomerCreate",
+    "CustomerName",
     "CustomerRead",
     "CustomerUpdate",
+    "DisplayName",
+    "Email",
+    "OneTimeToken",
+    "Phone",
     "Session",
     "SessionCreate",
     "SessionRead",

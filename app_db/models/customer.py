@@ -10,7 +10,7 @@ from sqlmodel import Field
 
 from app_db.models.base import AppModel, CheckedInput
 from app_db.models.columns import created_at_field, id_field, updated_at_field
-from app_db.models.types import EMAIL_MAX_LENGTH, Email, PostgresText
+from app_db.models.types import EMAIL_MAX_LENGTH, NOT_BLANK, Email, PostgresText
 
 NAME_MAX_LENGTH = 200
 PHONE_MAX_LENGTH = 32
@@ -19,6 +19,7 @@ CustomerName = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=NAME_MAX_LENGTH),
     PostgresText,
+    NOT_BLANK,
 ]
 Phone = Annotated[
     str,

@@ -5,10 +5,11 @@ import re
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
-from email_validator import EmailNotValidError, validate_email
+from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
 from pydantic import AfterValidator, StringConstraints
 from sqlalchemy import DateTime
 from sqlalchemy.dialects.postgresql import INET
@@ -102,8 +103,48 @@ _QUOTED_PART = re.compile(r":| \(")
 PostgresText = AfterValidator(postgres_text)
 """Refuse what a PostgreSQL ``text`` column cannot hold: NUL characters and lone surrogates."""
 
+
+@dataclass(frozen=True)
+class Described:
+    """Add keywords to a field's JSON schema: what its validators check, said to clients.
+
+    An OpenAPI document that says less than the server checks makes clients (and schema-driven
+    testers) send what the schema allows and the server refuses.
+    """
+
+    keywords: tuple[tuple[str, Any], ...]
+
+    def __get_pydantic_json_schema__(self, schema: Any, handler: Any) -> dict[str, Any]:
+        described: dict[str, Any] = handler(schema)
+        return described | dict(self.keywords)
+
+
+def described(**keywords: Any) -> Described:
+    """Return the annotation that adds these JSON schema keywords (``minLength=3``)."""
+    return Described(tuple(keywords.items()))
+
+
+NOT_BLANK = described(pattern="^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$")
+"""Some character that is not white space (what remains once stripped), and no NUL."""
+NO_NUL = described(pattern="^[^\\u0000]*$")
+
+
+def _any_case(word: str) -> str:
+    return "".join(f"[{c.upper()}{c.lower()}]" for c in word)
+
+
+EMAIL_PATTERN = (
+    "^[^@\\s]+@[^@\\s]+\\.[^@\\s.]*[^@\\s.0-9-]"
+    + "".join(f"(?<!\\.{_any_case(name)})" for name in SPECIAL_USE_DOMAIN_NAMES)
+    + "$"
+)
+"""What ``normalize_email`` accepts beyond an email's format: a domain with a dot whose last
+label ends with a letter, not under a special-use name (``.test``, ``.local``...), where mail
+cannot be delivered."""
+
 Email = Annotated[
     str,
     StringConstraints(strip_whitespace=True, max_length=EMAIL_MAX_LENGTH),
     AfterValidator(normalize_email),
+    described(format="email", minLength=3, pattern=EMAIL_PATTERN),
 ]

@@ -11,7 +11,7 @@ from sqlmodel import Field, col
 from app_db.models.base import AppModel, CheckedInput
 from app_db.models.columns import created_at_field, id_field, updated_at_field
 from app_db.models.password import PERSONAL, Password, is_personal
-from app_db.models.types import EMAIL_MAX_LENGTH, Email, PostgresText
+from app_db.models.types import EMAIL_MAX_LENGTH, NOT_BLANK, Email, PostgresText, TZDateTime
 
 DISPLAY_NAME_MAX_LENGTH = 100
 
@@ -19,6 +19,7 @@ DisplayName = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=DISPLAY_NAME_MAX_LENGTH),
     PostgresText,
+    NOT_BLANK,
 ]
 
 
@@ -47,6 +48,7 @@ class UserUpdate(CheckedInput):
 class UserRead(UserBase):
     id: uuid.UUID
     is_active: bool
+    verified_at: AwareDatetime | None = None
     created_at: AwareDatetime
     updated_at: AwareDatetime
 
@@ -62,12 +64,15 @@ class User(UserBase, table=True):
             name="display_name_length",
         ),
         CheckConstraint("password_hash <> ''", name="password_hash_not_empty"),
+        Index("ix_users_created_at_id", "created_at", "id"),
     )
     __mapper_args__ = {"eager_defaults": True}  # noqa: RUF012
 
     id: uuid.UUID = id_field()
     password_hash: str = Field(sa_type=Text, repr=False)
     is_active: bool = Field(default=True, sa_column_kwargs={"server_default": true()})
+    verified_at: datetime | None = Field(default=None, sa_type=TZDateTime)
+    """When the user proved they receive mail at ``email``; cleared when it changes."""
     created_at: datetime = created_at_field()
     updated_at: datetime = updated_at_field()
 

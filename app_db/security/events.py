@@ -32,6 +32,11 @@ SESSION_REVOKED = "session.revoked"
 PASSWORD_CHANGED = "password.changed"  # noqa: S105  # pragma: allowlist secret
 EMAIL_CHANGED = "email.changed"
 USER_DEACTIVATED = "user.deactivated"
+USER_DELETED = "user.deleted"
+PASSWORD_RESET_REQUESTED = "password.reset_requested"  # noqa: S105  # pragma: allowlist secret
+PASSWORD_RESET = "password.reset"  # noqa: S105  # pragma: allowlist secret
+VERIFICATION_REQUESTED = "email.verification_requested"
+EMAIL_VERIFIED = "email.verified"
 
 
 @dataclass(frozen=True, slots=True)

@@ -87,7 +87,8 @@ def app_db_server() -> Iterator[TestServer]:
         server = find_test_server()
     except NoTestServerError as exc:
         _no_server.append(str(exc))
-        pytest.fail(str(exc), pytrace=False)
+    if _no_server:  # failed outside the except block: the message alone, once, no chain
+        pytest.fail(_no_server[0], pytrace=False)
     try:
         yield server
     finally:

@@ -54,7 +54,7 @@ def pytest_fixture_setup(
     elif "anyio_backend" in request.fixturenames:
         replacement = _on_anyio(function, request)
     else:
-        pytest.fail(NO_RUNNER, pytrace=False)
+        replacement = _failing(NO_RUNNER)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(fixturedef, "func", replacement)
         return (yield)
@@ -87,7 +87,7 @@ def _on_anyio(function: Callable[..., Any], request: pytest.FixtureRequest) -> C
 
     name, options = extract_backend_and_options(request.getfixturevalue("anyio_backend"))
     if name != "asyncio":
-        pytest.fail(NOT_ASYNCIO.format(name=name), pytrace=False)
+        return _failing(NOT_ASYNCIO.format(name=name))
 
     def run(**kwargs: Any) -> Iterator[Any]:
         with get_runner(name, options) as runner:
@@ -97,6 +97,20 @@ def _on_anyio(function: Callable[..., Any], request: pytest.FixtureRequest) -> C
                 yield runner.run_fixture(function, kwargs)
 
     return run
+
+
+def _failing(message: str) -> Callable[..., Any]:
+    """Return a fixture function that fails with ``message``.
+
+    The failure happens inside the fixture, where pytest expects it: failing in this hook
+    itself left pytest's fixture state half set, so the next test that asked for the fixture
+    got an ``AssertionError`` from pytest's internals instead of the message.
+    """
+
+    def fail(**_: Any) -> Any:
+        pytest.fail(message, pytrace=False)
+
+    return fail
 
 
 def _driven(
