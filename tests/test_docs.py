@@ -165,3 +165,23 @@ def test_the_settings_reference_names_the_variables_the_class_reads(
             )
             assert str(getattr(read, name)).lower() in ("24", "7.5", "true"), variable
             monkeypatch.delenv(variable)
+
+
+CLONE_ONLY = re.compile(r"compose\.yaml|\.env\.example|tests/test_\w+\.py|docker compose")
+
+
+@pytest.mark.parametrize(
+    "page", sorted((ROOT / "docs").rglob("*.md")), ids=lambda p: str(p.relative_to(ROOT))
+)
+def test_a_page_that_needs_a_clone_says_so(page: Path) -> None:
+    """A wheel user has no compose.yaml, no .env.example and no test files of app_db's."""
+    text = page.read_text()
+    if CLONE_ONLY.search(text) and page.name != "development.md":
+        assert "repository" in text or "clone" in text, page
+
+
+def test_the_tutorial_names_the_privilege_the_migration_needs() -> None:
+    """``test_least_privilege.py`` shows it is this: CREATE on the database, or pg_trgm there."""
+    tutorial = (ROOT / "docs" / "tutorial.md").read_text()
+    assert "`CREATE` on the database" in tutorial
+    assert "pg_trgm" in tutorial

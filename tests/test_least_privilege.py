@@ -97,3 +97,47 @@ async def test_app_role_serves_the_api_but_cannot_change_the_schema(
                     await connection.execute(text(ddl))
     finally:
         await dispose(app)
+
+
+async def test_the_migration_needs_create_on_the_database_or_pg_trgm_there(
+    cluster: EmbeddedCluster,
+) -> None:
+    """What the tutorial says a migrating role needs, and no more."""
+    admin = create_engine(
+        settings_as(cluster.admin_url, "postgres", "postgres"), isolation_level="AUTOCOMMIT"
+    )
+    async with admin.connect() as connection:
+        for statement in (
+            "CREATE ROLE app_schema LOGIN",
+            "CREATE ROLE app_database LOGIN",
+            "CREATE DATABASE app_schema_only",
+            "CREATE DATABASE app_with_create",
+            "GRANT CREATE ON DATABASE app_with_create TO app_database",
+        ):
+            await connection.execute(text(statement))
+    await dispose(admin)
+    for database, role in (("app_schema_only", "app_schema"), ("app_with_create", "app_database")):
+        await run(
+            settings_as(cluster.admin_url, "postgres", database),
+            f"GRANT CREATE, USAGE ON SCHEMA public TO {role}",
+        )
+
+    schema_only = create_engine(settings_as(cluster.admin_url, "app_schema", "app_schema_only"))
+    try:
+        with pytest.raises(DBAPIError, match='permission denied to create extension "pg_trgm"'):
+            async with schema_only.begin() as connection:
+                await connection.run_sync(upgrade_connection)
+        await run(
+            settings_as(cluster.admin_url, "postgres", "app_schema_only"),
+            "CREATE EXTENSION pg_trgm",
+        )
+        async with schema_only.begin() as connection:
+            await connection.run_sync(upgrade_connection)
+    finally:
+        await dispose(schema_only)
+    with_create = create_engine(settings_as(cluster.admin_url, "app_database", "app_with_create"))
+    try:
+        async with with_create.begin() as connection:
+            await connection.run_sync(upgrade_connection)
+    finally:
+        await dispose(with_create)
