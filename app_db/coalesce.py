@@ -27,9 +27,9 @@ from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_db import fastpath
+from app_db.cluster.replica import replica_of
 from app_db.errors import typed_error
 from app_db.observe import otel, spans
-from app_db.replica import replica_of
 
 COALESCE = "app_db_coalesce_max_batch"
 """The engine execution option that ``create_engine`` sets: the largest batch, 0 for none."""

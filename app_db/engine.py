@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlalchemy.pool import NullPool
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app_db import replica
+from app_db.cluster import replica
 from app_db.coalesce import COALESCE
 from app_db.errors import translated_errors
 from app_db.fastpath import DRIVER_READS

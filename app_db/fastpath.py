@@ -26,10 +26,10 @@ from sqlalchemy.util import greenlet_spawn
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app_db.cluster.replica import replica_of
 from app_db.errors import DISCONNECTS as _DISCONNECTS
 from app_db.errors import DatabaseUnavailableError, typed_error
 from app_db.observe import slow
-from app_db.replica import replica_of
 from app_db.turns import fair_turn
 
 DRIVER_READS = "app_db_driver_reads"

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from app_db.cluster.replica import replica_of
 from app_db.observe.stats import PoolStats, pool_stats
-from app_db.replica import replica_of
 
 
 @dataclass(frozen=True)

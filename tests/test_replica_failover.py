@@ -11,8 +11,8 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app_db import create_engine, create_sessionmaker, health, sessions, transaction, users
+from app_db.cluster.replica import replica_of
 from app_db.engine import dispose
-from app_db.replica import replica_of
 from tests.conftest import settings
 from tests.factories import make_user
 from tests.tcp_proxy import Proxy
@@ -74,7 +74,7 @@ async def test_reads_fall_back_to_the_primary_and_return_to_the_replica(
             assert found is not None
             assert found.id == user.id
             assert await sessions.validate(db, token) is not None
-    down = [r for r in caplog.records if r.name == "app_db.replica"]
+    down = [r for r in caplog.records if r.name == "app_db.cluster.replica"]
     assert [(r.levelno, "unreachable" in r.getMessage()) for r in down] == [(logging.WARNING, True)]
     assert replica.fallbacks == 1  # tried once; the back-off keeps the others off it
     report = await health.check(engine)

@@ -15,7 +15,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import AsyncAdaptedQueuePool, Pool, QueuePool
 
-from app_db.replica import replica_of
+from app_db.cluster.replica import replica_of
 from app_db.turns import TURN_SLOTS, turn_timeouts, wait_recorders, waiting
 
 
