@@ -52,7 +52,10 @@ async def get(db: AsyncSession, user_id: uuid.UUID) -> User | None:
 @traced
 @typed_errors
 async def get_by_email(db: AsyncSession, email: str) -> User | None:
-    """Return the user with this email in any letter case, or ``None`` (served by the index)."""
+    """Return the user with this email in any letter case, or ``None`` (served by the index).
+
+    With a read replica it reads there when the transaction's route allows (see ``transaction``).
+    """
     lookup = _lookup_form(email)
     if lookup is None:
         return None
@@ -88,7 +91,9 @@ async def authenticate(db: AsyncSession, email: str, password: str | SecretStr) 
     (in a savepoint: a user deleted meanwhile gets ``None``, and the transaction stays usable).
     """
     plain = password.get_secret_value() if isinstance(password, SecretStr) else password
-    user = await get_by_email(db, email)
+    lookup = _lookup_form(email)  # on the primary, never a replica: a new user logs in at once
+    row = None if lookup is None else await coalesce.fetchrow(db, _BY_EMAIL, lookup)
+    user = None if row is None else fastpath.load(db, User, row)
     if user is None:
         await burn_verification(plain)
         return None
