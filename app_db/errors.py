@@ -97,6 +97,13 @@ class DatabaseUnavailableError(AppDBError, ConnectionError):
     """Raise when the database cannot be reached or dropped the connection; retry later."""
 
 
+class FencedServerError(DatabaseUnavailableError):
+    """Raise when a server is on an older timeline of its cluster than one seen before.
+
+    That is a former primary after a failover (a split brain); it is refused, never written to.
+    """
+
+
 class PoolTimeoutError(AppDBError, TimeoutError):
     """Raise when no pooled connection became free within ``DATABASE_POOL_TIMEOUT``."""
 

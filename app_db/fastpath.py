@@ -10,6 +10,7 @@ first statement), a statement sent here runs on its own, in autocommit, like any
 statement: it costs no BEGIN round trip and it sees all committed data.
 """
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from functools import cache
@@ -26,13 +27,16 @@ from sqlalchemy.util import greenlet_spawn
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app_db.cluster.replica import replica_of
+from app_db.cluster.replica import Replica
+from app_db.cluster.routing import replica_for
 from app_db.errors import DISCONNECTS as _DISCONNECTS
-from app_db.errors import DatabaseUnavailableError, typed_error
+from app_db.errors import AppDBError, DatabaseUnavailableError
 from app_db.observe import slow
 from app_db.turns import fair_turn
 
 DRIVER_READS = "app_db_driver_reads"
+READ_TIMEOUT = "app_db_read_timeout"
+"""The replica engine's execution option: seconds a borrowed read may take, all in."""
 
 M = TypeVar("M", bound=SQLModel)
 T = TypeVar("T")
@@ -55,13 +59,15 @@ async def fetch(
     connection yet and is bound to an engine does it borrow a pooled connection of that engine
     for this one statement instead: it sees what the first statement of the session's
     transaction would see under READ COMMITTED, without starting that transaction. A
-    ``read_only`` statement borrowed this way goes to the read replica when there is one.
+    ``read_only`` statement borrowed this way goes to the read replica when the session's
+    route allows it (see ``app_db.cluster.routing``).
     """
     if db.new or db.dirty or db.deleted:
         await db.flush()
     engine = borrowable(db)
     if engine is not None:
-        return await on_engines(engine, lambda chosen: run_borrowed(chosen, sql, args), read_only)
+        replica = replica_for(db, engine) if read_only else None
+        return await on_engines(engine, lambda chosen: run_borrowed(chosen, sql, args), replica)
     connection = await db.connection()
     sync = connection.sync_connection
     assert sync is not None
@@ -89,19 +95,21 @@ def borrowable(db: AsyncSession) -> AsyncEngine | None:
 
 
 async def on_engines(
-    primary: AsyncEngine,
-    read: Callable[[AsyncEngine], Awaitable[T]],
-    read_only: bool,  # noqa: FBT001 - mirrors fetch's keyword
+    primary: AsyncEngine, read: Callable[[AsyncEngine], Awaitable[T]], replica: Replica | None
 ) -> T:
-    """Run a borrowed read on the replica when it is usable, else (or when it fails) the primary."""
-    replica = replica_of(primary) if read_only else None
-    if replica is not None and replica.usable:
+    """Run a borrowed read on ``replica`` if given, else (or when it fails) on the primary.
+
+    The replica has ``DATABASE_READ_TIMEOUT`` seconds to answer, its pool's queue included.
+    """
+    if replica is not None:
         try:
-            result = await read(replica.engine)
+            async with asyncio.timeout(replica.read_timeout):
+                result = await read(replica.engine)
         except Exception as exc:
-            if not isinstance(typed_error(exc), DatabaseUnavailableError):
+            if isinstance(exc, TimeoutError) and not isinstance(exc, AppDBError):
+                exc = DatabaseUnavailableError(replica.timeout_message())
+            if not replica.fall_back(exc):
                 raise
-            replica.failed(exc)  # the read goes to the primary below
         else:
             replica.answered()
             return result
@@ -109,12 +117,19 @@ async def on_engines(
 
 
 async def run_borrowed(engine: AsyncEngine, sql: str, args: tuple[object, ...]) -> Sequence[Row]:
-    """Run one statement on a connection borrowed from ``engine``'s pool for it alone."""
+    """Run one statement on a connection borrowed from ``engine``'s pool for it alone.
+
+    On a replica engine (``READ_TIMEOUT``), a read that runs out of time drops its connection.
+    """
     options = engine.sync_engine.get_execution_options()
     if not options.get(DRIVER_READS, True):
         async with engine.connect() as borrowed:
             return await _through_sqlalchemy(borrowed, sql, args)
-    return await _borrowed(engine, sql, args, slow.threshold(options))
+    timeout = options.get(READ_TIMEOUT)
+    if timeout is None:
+        return await _borrowed(engine, sql, args, slow.threshold(options))
+    async with asyncio.timeout(timeout):
+        return await _borrowed(engine, sql, args, slow.threshold(options), drop_if_cut=True)
 
 
 async def _borrowed(
@@ -122,11 +137,14 @@ async def _borrowed(
     sql: str,
     args: tuple[object, ...],
     slow_after: float | None,
+    *,
+    drop_if_cut: bool = False,
 ) -> Sequence[Row]:
     """Run a read on a pooled connection; a connection found dead is replaced and tried again.
 
     Only idempotent statements come here (lookups, and validate's touch, which writes now()),
-    so one retry on a fresh connection hides a connection the server dropped while idle.
+    so one retry on a fresh connection hides a connection the server dropped while idle. A
+    server that did not answer in time (``TimeoutError``) is not asked twice.
     """
     for attempt in (1, 2):
         async with fair_turn(engine):
@@ -135,9 +153,15 @@ async def _borrowed(
                 rows = await _on_driver(pooled.driver_connection, sql, args, slow_after)
             except _DISCONNECTS as exc:
                 await greenlet_spawn(pooled.invalidate, exc)
-                if attempt == 2:
+                if attempt == 2 or isinstance(exc, TimeoutError):
                     raise
                 continue
+            except asyncio.CancelledError as exc:
+                if drop_if_cut:  # the server may hang: never give this connection back
+                    await greenlet_spawn(pooled.invalidate, exc)
+                else:
+                    await _give_back(engine, pooled)
+                raise
             except BaseException:
                 await _give_back(engine, pooled)
                 raise
@@ -196,17 +220,11 @@ def _read_committed(engine: AsyncEngine) -> bool:
 
 
 def reads_from_replica(db: AsyncSession) -> bool:
-    """Return whether a ``read_only`` statement of this session would go to a read replica."""
-    bind = db.bind
-    if not isinstance(bind, AsyncEngine):
+    """Return whether a ``read_only`` statement of this session would go to a read replica now."""
+    if db.new or db.dirty or db.deleted:
         return False
-    replica = replica_of(bind)
-    return (
-        replica is not None
-        and replica.usable
-        and not (db.new or db.dirty or db.deleted)
-        and not _holds_connection(db)
-    )
+    engine = borrowable(db)
+    return engine is not None and replica_for(db, engine) is not None
 
 
 async def fetchrow(
