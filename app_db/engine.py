@@ -149,6 +149,11 @@ def _drop_on_client_timeout(context: ExceptionContext) -> None:
     """
     if isinstance(context.original_exception, TimeoutError):
         context.is_disconnect = True
+        connection = context.connection
+        if connection is not None and not connection.invalidated and not connection.closed:
+            driver = connection.connection.driver_connection
+            if driver is not None:
+                driver.terminate()  # else the invalidation waits 2 s for a graceful close
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -225,7 +225,7 @@ def _refused(driver_error: BaseException) -> bool:
     )
 
 
-def typed_error(error: BaseException) -> AppDBError | None:  # noqa: PLR0911 - one per kind
+def typed_error(error: BaseException) -> AppDBError | None:  # noqa: PLR0911, PLR0912 - one per kind
     """Return the app_db error for an expected database failure, or ``None`` for others.
 
     An ``OSError`` is a database failure only when the driver raised it (``raised_by_driver``).
@@ -235,6 +235,11 @@ def typed_error(error: BaseException) -> AppDBError | None:  # noqa: PLR0911 - o
     if isinstance(error, OSError):
         if not raised_by_driver(error):
             return None
+        if isinstance(error, TimeoutError):
+            return DatabaseUnavailableError(
+                "database gave no answer in time (DATABASE_CONNECT_TIMEOUT or "
+                "DATABASE_COMMAND_TIMEOUT)"
+            )
         return DatabaseUnavailableError(f"database unreachable: {type(error).__name__}")
     driver_error = _driver_error(error)
     if isinstance(error, IntegrityError | asyncpg.IntegrityConstraintViolationError):

@@ -152,13 +152,16 @@ async def _borrowed(
             try:
                 rows = await _on_driver(pooled.driver_connection, sql, args, slow_after)
             except _DISCONNECTS as exc:
+                if isinstance(exc, TimeoutError):  # the server hangs: no graceful close
+                    await drop(pooled, exc)
+                    raise
                 await greenlet_spawn(pooled.invalidate, exc)
-                if attempt == 2 or isinstance(exc, TimeoutError):
+                if attempt == 2:
                     raise
                 continue
             except asyncio.CancelledError as exc:
                 if drop_if_cut:  # the server may hang: never give this connection back
-                    await greenlet_spawn(pooled.invalidate, exc)
+                    await drop(pooled, exc)
                 else:
                     await _give_back(engine, pooled)
                 raise
@@ -168,6 +171,17 @@ async def _borrowed(
             await _give_back(engine, pooled)
             return rows
     raise AssertionError("unreachable")
+
+
+async def drop(pooled: PoolProxiedConnection, cause: BaseException) -> None:
+    """Close a pooled connection at once, without the graceful close a hung server never ends.
+
+    (SQLAlchemy's asyncpg adapter waits up to 2 s for a graceful close when it invalidates.)
+    """
+    driver = pooled.driver_connection
+    if driver is not None:
+        driver.terminate()
+    await greenlet_spawn(pooled.invalidate, cause)
 
 
 async def _give_back(engine: AsyncEngine, pooled: PoolProxiedConnection) -> None:

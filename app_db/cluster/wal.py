@@ -43,6 +43,7 @@ async def read(engine: AsyncEngine, sql: str, timeout: float | None) -> int | No
         try:
             text = await driver.fetchval(sql)
         except BaseException as exc:
+            driver.terminate()
             await greenlet_spawn(pooled.invalidate, exc)
             raise
         await greenlet_spawn(pooled.close)
