@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 
 from app_db import FencedServerError, create_engine
-from app_db.cluster import wal
+from app_db.cluster import routing, wal
 from app_db.cluster.fencing import Fence
 from app_db.cluster.lag import Lag
 from app_db.errors import ConfigurationError
@@ -129,6 +129,15 @@ def test_wal_positions_read_and_write_as_postgresql_does() -> None:
     assert wal.parse("0/3018180") < wal.parse("1/0")  # type: ignore[operator]
     for bad in (None, "", "3018180", "0/", "g/1", "1/2/3", "0/123456789", " 0/1"):
         assert wal.parse(bad) is None
+
+
+def test_a_carried_position_is_hex_and_anything_else_means_the_primary() -> None:
+    position = wal.parse("16/B374D848")
+    assert position is not None
+    assert routing.token(position) == "16b374d848"
+    assert routing.position_of("16b374d848") == position
+    for forged in ("", "16/B374D848", "16B374D848", "0x10", "1" * 17, "-1", " 10"):
+        assert routing.position_of(forged) == wal.BEYOND_ANY
 
 
 def test_the_lag_bound_is_the_time_since_the_newest_primary_position_replayed() -> None:

@@ -6,15 +6,20 @@ measured from WAL positions and reported.
 """
 
 import asyncio
+import re
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
+from typing import Annotated
 
 import asyncpg
+import httpx
 import pytest
 import pytest_asyncio
+from fastapi import Depends, FastAPI, Request, Response
 from pydantic import SecretStr
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_db import (
     Customer,
@@ -221,3 +226,62 @@ async def test_tcp_connections_keep_alive(routed: AsyncEngine) -> None:
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 10
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 10_000
+
+
+POSITION = "db_position"
+
+
+async def get_db(request: Request) -> AsyncIterator[AsyncSession]:
+    """The read-replicas guide's dependency: a transaction after the client's position."""
+    after = request.cookies.get(POSITION)
+    async with transaction(request.app.state.sessionmaker, after=after) as db:
+        yield db
+    request.state.db_position = await commit_position(db)
+
+
+Db = Annotated[AsyncSession, Depends(get_db, scope="function")]
+
+
+def web_app(maker: async_sessionmaker[AsyncSession]) -> FastAPI:
+    """The guide's recipe: the position goes back to the client in a cookie."""
+    app = FastAPI()
+    app.state.sessionmaker = maker
+
+    @app.middleware("http")
+    async def carry_position(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        response = await call_next(request)
+        position = getattr(request.state, "db_position", None)
+        if position is not None:
+            response.set_cookie(POSITION, position, max_age=300, httponly=True, samesite="lax")
+        return response
+
+    @app.post("/customers", status_code=201)
+    async def create(name: str, db: Db) -> None:
+        await customers.create(db, CustomerCreate(name=name))
+
+    @app.get("/customers")
+    async def listing(search: str, db: Db) -> list[str]:
+        return names(await customers.list(db, search=search))
+
+    return app
+
+
+async def test_a_web_layer_carries_the_position_in_a_cookie(routed: AsyncEngine) -> None:
+    transport = httpx.ASGITransport(app=web_app(create_sessionmaker(routed)))
+    missed = {"carried": 0, "dropped": 0}
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        for n in range(10):
+            for how in missed:
+                name = f"Over HTTP {how} {n}"
+                created = await client.post("/customers", params={"name": name})
+                assert created.status_code == 201
+                assert re.fullmatch(r"[0-9a-f]{1,16}", created.cookies[POSITION])
+                if how == "dropped":
+                    client.cookies.clear()
+                listed = await client.get("/customers", params={"search": name})
+                assert POSITION not in listed.cookies  # a read sends no position back
+                missed[how] += listed.json() != [name]
+    assert missed["carried"] == 0
+    assert missed["dropped"] > 0  # the standby is behind: without the position, reads miss

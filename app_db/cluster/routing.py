@@ -4,9 +4,11 @@ position the client carries (read-your-writes across requests).
 ``transaction(maker, primary=True)`` reads from the primary. ``transaction(maker, after=p)``
 reads from the replica only if it has already replayed position ``p``, else from the primary;
 it never waits. ``await commit_position(db)`` after a transaction that committed returns the
-position to carry: an opaque string (a WAL position, such as ``0/3018180``) for a cookie or a
-header. A position that is not one reads from the primary.
+position to carry: an opaque string of at most 16 hex digits (the primary's WAL position), safe
+as it is in a cookie or a header. A string that is not one reads from the primary.
 """
+
+import re
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -21,13 +23,25 @@ COMMITTED = "app_db.committed_on"
 """``session.info`` key: the engine a transaction committed on (set only with a replica)."""
 
 
+_TOKEN = re.compile(r"[0-9a-f]{1,16}")
+
+
+def token(position: int) -> str:
+    """Return the string a client carries for a WAL position."""
+    return f"{position:x}"
+
+
+def position_of(carried: str) -> int:
+    """Return the WAL position a carried string stands for; one past all for anything else."""
+    return int(carried, 16) if _TOKEN.fullmatch(carried) else wal.BEYOND_ANY
+
+
 def route(db: AsyncSession, *, primary: bool, after: str | None) -> None:
     """Send the session's reads to the primary, or to a replica that has replayed ``after``."""
     if primary:
         db.info[AFTER] = wal.BEYOND_ANY
     elif after is not None:
-        position = wal.parse(after)
-        db.info[AFTER] = wal.BEYOND_ANY if position is None else position
+        db.info[AFTER] = position_of(after)
 
 
 def replica_for(db: AsyncSession, primary: AsyncEngine) -> Replica | None:
@@ -63,4 +77,4 @@ async def commit_position(db: AsyncSession) -> str | None:
         if typed_error(exc) is None:
             raise
         position = None
-    return wal.format_lsn(wal.BEYOND_ANY - 1 if position is None else position)
+    return token(wal.BEYOND_ANY - 1 if position is None else position)
