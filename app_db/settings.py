@@ -134,7 +134,7 @@ class Settings(BaseSettings):
         default=timedelta(seconds=10),
         description="the replica serves reads only while it has provably replayed every "
         "commit older than this (seconds or ISO 8601; measured from WAL positions at most "
-        "once a second while reads come, never per read); unset: no bound",
+        "once a second while reads come, never per read); `off`: no bound",
     )
     database_command_timeout: float | None = Field(
         default=None,
@@ -173,6 +173,19 @@ class Settings(BaseSettings):
         if not all(port.isdigit() and 1 <= int(port) <= 65535 for port in ports):
             raise ValueError("a port is a number from 1 to 65535; several are comma-separated")
         return int(ports[0]) if len(ports) == 1 else ",".join(ports)
+
+    @field_validator("database_read_max_lag", mode="before")
+    @classmethod
+    def _seconds_or_off(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        text = value.strip().lower()
+        if text == "off":
+            return None
+        try:
+            return float(text)  # seconds, as the other timeouts are given
+        except ValueError:
+            return value  # ISO 8601 (PT0.5S), or refused as a duration
 
     @model_validator(mode="after")
     def _require_a_database(self) -> "Settings":

@@ -1,6 +1,7 @@
 """Which server answers, without a server: host lists, WAL positions, the lag bound, the fence."""
 
 import logging
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -111,6 +112,19 @@ def test_bad_host_lists_are_named_without_the_password(
 
     assert expected in str(caught.value)
     assert PASSWORD not in str(caught.value)
+
+
+def test_read_max_lag_is_a_duration_or_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    url = "postgresql://app@db/app"
+    assert load(database_url=url).database_read_max_lag == timedelta(seconds=10)
+    for value, expected in (("0.5", timedelta(milliseconds=500)), ("PT1M", timedelta(minutes=1))):
+        monkeypatch.setenv("DATABASE_READ_MAX_LAG", value)
+        assert load(database_url=url).database_read_max_lag == expected
+    monkeypatch.setenv("DATABASE_READ_MAX_LAG", "off")
+    assert load(database_url=url).database_read_max_lag is None
+    monkeypatch.setenv("DATABASE_READ_MAX_LAG", "0")
+    with pytest.raises(ConfigurationError, match="DATABASE_READ_MAX_LAG must be positive"):
+        load(database_url=url)
 
 
 def test_command_timeout_follows_the_statement_timeout_unless_set() -> None:
