@@ -77,7 +77,9 @@ async def test_a_frozen_standby_delays_no_read_beyond_the_read_timeout(
     assert failures == []
     assert len(latencies) > READERS * 10
     assert max(latencies) < 5.0
-    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    # (asyncpg may also leave an unretrieved future behind a connect it was cancelled in:
+    # asyncio's own ERROR record, not the database stack's.)
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING and r.name != "asyncio"]
     assert [r.getMessage().split(":")[0] for r in warnings] == [
         "read replica unreachable (DatabaseUnavailableError"
     ]

@@ -56,11 +56,6 @@ class Replica:
         """Return the seconds between lag measurements."""
         return MEASURE_EVERY if self.max_lag is None else min(MEASURE_EVERY, self.max_lag / 4)
 
-    @property
-    def usable(self) -> bool:
-        """Return whether reads should try the replica now, lag and positions aside."""
-        return self.down_since is None or time.monotonic() >= self.retry_at
-
     def serves(self, primary: AsyncEngine, after: int | None) -> bool:
         """Return whether a read that must see position ``after`` (if any) may go here now.
 
@@ -138,15 +133,19 @@ class Replica:
         asked_at = time.monotonic()
         try:
             position = await wal.read(primary, wal.PRIMARY_POSITION_SQL, None)
-        except Exception:  # the primary's own failures show on the primary's reads
+        except Exception as exc:  # the primary's own failures show on the primary's reads
+            if typed_error(exc) is None:
+                raise
             return
         try:
             replayed = await wal.read(self.engine, wal.REPLAYED_POSITION_SQL, self.read_timeout)
+        except TimeoutError:
+            self.failed(DatabaseUnavailableError(self.timeout_message()))
+            return
         except Exception as exc:
-            if isinstance(exc, TimeoutError):
-                exc = DatabaseUnavailableError(self.timeout_message())
-            if typed_error(exc) is not None:
-                self.failed(exc)
+            if typed_error(exc) is None:
+                raise
+            self.failed(exc)
             return
         self.lag.record(asked_at, position, replayed)
 
