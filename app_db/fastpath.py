@@ -153,7 +153,7 @@ async def _borrowed(
                 rows = await _on_driver(pooled.driver_connection, sql, args, slow_after)
             except _DISCONNECTS as exc:
                 if isinstance(exc, TimeoutError):  # the server hangs: no graceful close
-                    await drop(pooled, exc)
+                    await _drop(pooled, exc)
                     raise
                 await greenlet_spawn(pooled.invalidate, exc)
                 if attempt == 2:
@@ -161,7 +161,7 @@ async def _borrowed(
                 continue
             except asyncio.CancelledError as exc:
                 if drop_if_cut:  # the server may hang: never give this connection back
-                    await drop(pooled, exc)
+                    await _drop(pooled, exc)
                 else:
                     await _give_back(engine, pooled)
                 raise
@@ -173,7 +173,7 @@ async def _borrowed(
     raise AssertionError("unreachable")
 
 
-async def drop(pooled: PoolProxiedConnection, cause: BaseException) -> None:
+async def _drop(pooled: PoolProxiedConnection, cause: BaseException) -> None:
     """Close a pooled connection at once, without the graceful close a hung server never ends.
 
     (SQLAlchemy's asyncpg adapter waits up to 2 s for a graceful close when it invalidates.)
