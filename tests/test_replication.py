@@ -209,7 +209,7 @@ async def test_reads_go_to_the_primary_while_the_lag_exceeds_the_bound(
     await dispose(bounded)
     assert caught.replica_route == "replica"
     assert caught.replica_lag_s is not None
-    assert caught.replica_lag_s < 0.1
+    assert caught.replica_lag_s < 0.25  # two round trips now, not the standby's 300 ms
     assert replica.reads == 1
 
 
