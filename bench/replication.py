@@ -51,8 +51,8 @@ from app_db.settings import Settings
 from app_db.testing.replication import ReplicatedPair, server_binaries
 from app_db.testing.server import migrate
 from bench.database import seed
+from bench.hashing import PASSWORD
 
-PASSWORD = "bench: correct horse battery"  # noqa: S105 - a throwaway benchmark password
 Maker = async_sessionmaker[AsyncSession]
 
 

@@ -12,8 +12,7 @@ from app_db.cluster.fencing import Fence
 from app_db.cluster.lag import Lag
 from app_db.errors import ConfigurationError
 from app_db.settings import Settings, load_settings
-
-PASSWORD = "s3cr3t-Pa55word"
+from tests.test_settings import PASSWORD
 
 pytestmark = pytest.mark.usefixtures("clean_env")
 
