@@ -1,6 +1,7 @@
 """Async data access for PostgreSQL on SQLModel, SQLAlchemy 2 asyncio and asyncpg."""
 
 from app_db import customers, errors, fastpath, health, ownership, sessions, users
+from app_db.cluster.routing import commit_position
 from app_db.engine import create_engine, create_sessionmaker, transaction
 from app_db.errors import (
     AppDBError,
@@ -8,6 +9,7 @@ from app_db.errors import (
     ConflictError,
     DatabaseUnavailableError,
     DuplicateEmailError,
+    FencedServerError,
     InvalidInputError,
     InvalidTokenError,
     NotFoundError,
@@ -45,6 +47,7 @@ __all__ = [
     "CustomerUpdate",
     "DatabaseUnavailableError",
     "DuplicateEmailError",
+    "FencedServerError",
     "InvalidInputError",
     "InvalidTokenError",
     "NotFoundError",
@@ -63,6 +66,7 @@ __all__ = [
     "UserCreate",
     "UserRead",
     "UserUpdate",
+    "commit_position",
     "create_engine",
     "create_sessionmaker",
     "customers",

@@ -27,9 +27,9 @@ from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_db import fastpath
+from app_db.cluster.routing import replica_for
 from app_db.errors import typed_error
 from app_db.observe import otel, spans
-from app_db.replica import replica_of
 
 COALESCE = "app_db_coalesce_max_batch"
 """The engine execution option that ``create_engine`` sets: the largest batch, 0 for none."""
@@ -208,11 +208,12 @@ async def fetchrow(
         engine = fastpath.borrowable(db)
         if engine is not None:
             found = batcher(engine, lookup)
-            if found is not None and not (read_only and replica_of(engine)):
-                return await found.get(key)
             if found is not None:
+                replica = replica_for(db, engine) if read_only else None
+                if replica is None:
+                    return await found.get(key)
                 return await fastpath.on_engines(
-                    engine, lambda chosen: _get(chosen, lookup, key), read_only
+                    engine, lambda chosen: _get(chosen, lookup, key), replica
                 )
     return await fastpath.fetchrow(db, lookup.one_sql, key, *lookup.args, read_only=read_only)
 

@@ -6,6 +6,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import event
+from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -16,10 +17,13 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import NullPool
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app_db import ownership, replica
+from app_db import ownership
+from app_db.cluster import replica, routing
+from app_db.cluster.connect import Connector
+from app_db.cluster.fencing import Fence
 from app_db.coalesce import COALESCE
 from app_db.errors import translated_errors
-from app_db.fastpath import DRIVER_READS
+from app_db.fastpath import DRIVER_READS, READ_TIMEOUT
 from app_db.observe import otel, slow, stats
 from app_db.observe.slow import SLOW_MS
 from app_db.settings import Settings, load_settings
@@ -31,9 +35,47 @@ def create_engine(settings: Settings | None = None, **engine_options: Any) -> As
 
     Server settings (``application_name``, ``statement_timeout``) and SSL reach asyncpg through
     ``connect_args``. Keyword arguments override the pool options taken from the settings.
-    Nothing connects until the engine is first used.
+    Nothing connects until the engine is first used. A new connection goes to the first host
+    of the URL that answers in time as asked, and must pass the fence (see ``app_db.cluster``).
+    With ``DATABASE_READ_URL``, a replica engine is built beside it (see ``read_engine``).
     """
     settings = settings if settings is not None else load_settings()
+    fence = Fence()
+    engine = _build(settings, engine_options, _connector(settings, fence, "read-write"))
+    read_settings = settings.read_settings()
+    if read_settings is not None:
+        max_lag = settings.database_read_max_lag
+        built = _build(
+            read_settings,
+            engine_options,
+            _connector(read_settings, fence, "any"),
+            read_timeout=settings.database_read_timeout,
+        )
+        replica.register(
+            engine,
+            replica.Replica(
+                built,
+                retry_interval=settings.database_read_retry_interval,
+                read_timeout=settings.database_read_timeout,
+                max_lag=None if max_lag is None else max_lag.total_seconds(),
+            ),
+        )
+    return engine
+
+
+def _connector(settings: Settings, fence: Fence, default_target: str) -> Connector:
+    return Connector(
+        fence, default_target=default_target, tcp_user_timeout=settings.database_tcp_user_timeout
+    )
+
+
+def _build(
+    settings: Settings,
+    engine_options: dict[str, Any],
+    connector: Connector,
+    *,
+    read_timeout: float | None = None,
+) -> AsyncEngine:
     options: dict[str, Any] = {
         "pool_size": settings.database_pool_size,
         "max_overflow": settings.database_max_overflow,
@@ -52,6 +94,8 @@ def create_engine(settings: Settings | None = None, **engine_options: Any) -> As
     }
     if settings.database_slow_statement_ms is not None:
         options["execution_options"][SLOW_MS] = settings.database_slow_statement_ms
+    if read_timeout is not None:
+        options["execution_options"][READ_TIMEOUT] = read_timeout
     options.update(engine_options)
     options.setdefault("poolclass", stats.CountingPool)
     if options.get("poolclass") is NullPool:
@@ -61,19 +105,18 @@ def create_engine(settings: Settings | None = None, **engine_options: Any) -> As
         cap = options["pool_size"] + options["max_overflow"]
         options["execution_options"] = {**options["execution_options"], TURN_SLOTS: cap}
     engine = create_async_engine(settings.sqlalchemy_url(), **options)
+    connector.install(engine)
     event.listen(engine.sync_engine.pool, "checkout", _refuse_closed_connection)
+    event.listen(engine.sync_engine, "handle_error", _drop_on_client_timeout)
     stats.watch(engine.sync_engine.pool)
     url = engine.url
-    otel.register(engine, f"{url.host or 'localhost'}:{url.port or 5432}/{url.database}")
+    listed = url.query.get("host")
+    where = (
+        listed[0] if isinstance(listed, tuple) else f"{url.host or 'localhost'}:{url.port or 5432}"
+    )
+    otel.register(engine, f"{where}/{url.database}")
     if settings.database_slow_statement_ms is not None:
         slow.watch(engine)
-    read_settings = settings.read_settings()
-    if read_settings is not None:
-        replica.register(
-            engine,
-            create_engine(read_settings, **engine_options),
-            retry_interval=settings.database_read_retry_interval,
-        )
     return engine
 
 
@@ -85,9 +128,10 @@ def read_engine(engine: AsyncEngine) -> AsyncEngine | None:
 
 async def dispose(engine: AsyncEngine) -> None:
     """Close the pooled connections of ``engine`` and of its read replica engine."""
-    replica_engine = replica.unregister(engine)
-    if replica_engine is not None:
-        await replica_engine.dispose()
+    found = replica.unregister(engine)
+    if found is not None:
+        await found.close()
+        await found.engine.dispose()
     await engine.dispose()
 
 
@@ -103,6 +147,22 @@ def _refuse_closed_connection(dbapi_connection: Any, *_: object) -> None:
         raise DisconnectionError("the server closed this connection")
 
 
+def _drop_on_client_timeout(context: ExceptionContext) -> None:
+    """Drop a connection whose server gave no answer within the command timeout.
+
+    asyncpg raises ``TimeoutError`` and sends the server a cancel request, which the
+    connection's next use would wait for. Counted as a disconnect, the connection is closed
+    instead, the rollback costs no round trip, and the pool replaces its older connections.
+    """
+    if isinstance(context.original_exception, TimeoutError):
+        context.is_disconnect = True
+        connection = context.connection
+        if connection is not None and not connection.invalidated and not connection.closed:
+            driver = connection.connection.driver_connection
+            if driver is not None:
+                driver.terminate()  # else the invalidation waits 2 s for a graceful close
+
+
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     """Return a factory of SQLModel ``AsyncSession`` objects that keep attributes after commit."""
     return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
@@ -110,13 +170,21 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
 
 @asynccontextmanager
 async def transaction(
-    sessionmaker: async_sessionmaker[AsyncSession], *, owner: uuid.UUID | None = None
+    sessionmaker: async_sessionmaker[AsyncSession],
+    *,
+    owner: uuid.UUID | None = None,
+    primary: bool = False,
+    after: str | None = None,
 ) -> AsyncIterator[AsyncSession]:
     """Yield a session inside a transaction: commit when the block succeeds, roll back if not.
 
     With ``owner``, the transaction is scoped to that user's rows (see ``app_db.ownership``):
     PostgreSQL's row-level security then shows the customers functions, and any SQL run on the
     session, only that owner's customers. Without it, it sees every row.
+
+    With a read replica, ``primary=True`` sends every read of the block to the primary, and
+    ``after`` (a position from ``commit_position`` of an earlier transaction) sends a read to
+    the replica only if it has replayed that position, else to the primary, without waiting.
 
     Expected database failures (pool timeout, lost connection, statement timeout, known
     constraints) leave it as app_db's typed errors; what the block's own code raises (an
@@ -126,6 +194,8 @@ async def transaction(
     ``app_db.fastpath``) ends without a COMMIT, and costs no round trip at all.
     """
     session = sessionmaker()
+    if primary or after is not None:
+        routing.route(session, primary=primary, after=after)
     with translated_errors():
         try:
             if owner is not None:
@@ -144,5 +214,6 @@ async def transaction(
                     await session.flush()
                     await ownership.unset_in_outer_transaction(session)
                 await session.commit()
+                routing.committed(session)
             finally:
                 await session.close()

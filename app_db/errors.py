@@ -119,6 +119,13 @@ class DatabaseUnavailableError(AppDBError, ConnectionError):
     """Raise when the database cannot be reached or dropped the connection; retry later."""
 
 
+class FencedServerError(DatabaseUnavailableError):
+    """Raise when a server is on an older timeline of its cluster than one seen before.
+
+    That is a former primary after a failover (a split brain); it is refused, never written to.
+    """
+
+
 class PoolTimeoutError(AppDBError, TimeoutError):
     """Raise when no pooled connection became free within ``DATABASE_POOL_TIMEOUT``."""
 
@@ -305,6 +312,11 @@ def typed_error(error: BaseException) -> AppDBError | None:  # noqa: PLR0911 - o
     if isinstance(error, OSError):
         if not raised_by_driver(error):
             return None
+        if isinstance(error, TimeoutError):
+            return DatabaseUnavailableError(
+                "database gave no answer in time (DATABASE_CONNECT_TIMEOUT or "
+                "DATABASE_COMMAND_TIMEOUT)"
+            )
         return DatabaseUnavailableError(f"database unreachable: {type(error).__name__}")
     driver_error = _driver_error(error)
     if isinstance(error, IntegrityError | asyncpg.IntegrityConstraintViolationError):

@@ -10,6 +10,7 @@ first statement), a statement sent here runs on its own, in autocommit, like any
 statement: it costs no BEGIN round trip and it sees all committed data.
 """
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from functools import cache
@@ -26,14 +27,17 @@ from sqlalchemy.util import greenlet_spawn
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app_db.cluster.replica import Replica
+from app_db.cluster.routing import replica_for
 from app_db.errors import DISCONNECTS as _DISCONNECTS
-from app_db.errors import DatabaseUnavailableError, typed_error
+from app_db.errors import AppDBError, DatabaseUnavailableError
 from app_db.observe import slow
 from app_db.ownership import OWNER
-from app_db.replica import replica_of
 from app_db.turns import fair_turn
 
 DRIVER_READS = "app_db_driver_reads"
+READ_TIMEOUT = "app_db_read_timeout"
+"""The replica engine's execution option: seconds a borrowed read may take, all in."""
 
 M = TypeVar("M", bound=SQLModel)
 T = TypeVar("T")
@@ -56,13 +60,15 @@ async def fetch(
     connection yet and is bound to an engine does it borrow a pooled connection of that engine
     for this one statement instead: it sees what the first statement of the session's
     transaction would see under READ COMMITTED, without starting that transaction. A
-    ``read_only`` statement borrowed this way goes to the read replica when there is one.
+    ``read_only`` statement borrowed this way goes to the read replica when the session's
+    route allows it (see ``app_db.cluster.routing``).
     """
     if db.new or db.dirty or db.deleted:
         await db.flush()
     engine = borrowable(db)
     if engine is not None:
-        return await on_engines(engine, lambda chosen: run_borrowed(chosen, sql, args), read_only)
+        replica = replica_for(db, engine) if read_only else None
+        return await on_engines(engine, lambda chosen: run_borrowed(chosen, sql, args), replica)
     connection = await db.connection()
     sync = connection.sync_connection
     assert sync is not None
@@ -96,19 +102,21 @@ def borrowable(db: AsyncSession) -> AsyncEngine | None:
 
 
 async def on_engines(
-    primary: AsyncEngine,
-    read: Callable[[AsyncEngine], Awaitable[T]],
-    read_only: bool,  # noqa: FBT001 - mirrors fetch's keyword
+    primary: AsyncEngine, read: Callable[[AsyncEngine], Awaitable[T]], replica: Replica | None
 ) -> T:
-    """Run a borrowed read on the replica when it is usable, else (or when it fails) the primary."""
-    replica = replica_of(primary) if read_only else None
-    if replica is not None and replica.usable:
+    """Run a borrowed read on ``replica`` if given, else (or when it fails) on the primary.
+
+    The replica has ``DATABASE_READ_TIMEOUT`` seconds to answer, its pool's queue included.
+    """
+    if replica is not None:
         try:
-            result = await read(replica.engine)
+            async with asyncio.timeout(replica.read_timeout):
+                result = await read(replica.engine)
         except Exception as exc:
-            if not isinstance(typed_error(exc), DatabaseUnavailableError):
+            if isinstance(exc, TimeoutError) and not isinstance(exc, AppDBError):
+                exc = DatabaseUnavailableError(replica.timeout_message())
+            if not replica.fall_back(exc):
                 raise
-            replica.failed(exc)  # the read goes to the primary below
         else:
             replica.answered()
             return result
@@ -116,12 +124,19 @@ async def on_engines(
 
 
 async def run_borrowed(engine: AsyncEngine, sql: str, args: tuple[object, ...]) -> Sequence[Row]:
-    """Run one statement on a connection borrowed from ``engine``'s pool for it alone."""
+    """Run one statement on a connection borrowed from ``engine``'s pool for it alone.
+
+    On a replica engine (``READ_TIMEOUT``), a read that runs out of time drops its connection.
+    """
     options = engine.sync_engine.get_execution_options()
     if not options.get(DRIVER_READS, True):
         async with engine.connect() as borrowed:
             return await _through_sqlalchemy(borrowed, sql, args)
-    return await _borrowed(engine, sql, args, slow.threshold(options))
+    timeout = options.get(READ_TIMEOUT)
+    if timeout is None:
+        return await _borrowed(engine, sql, args, slow.threshold(options))
+    async with asyncio.timeout(timeout):
+        return await _borrowed(engine, sql, args, slow.threshold(options), drop_if_cut=True)
 
 
 def engine_of(db: AsyncSession) -> AsyncEngine:
@@ -154,12 +169,14 @@ async def _borrowed(
     slow_after: float | None,
     *,
     retry: bool = True,
+    drop_if_cut: bool = False,
 ) -> Sequence[Row]:
     """Run a statement on a pooled connection, outside any transaction (it commits alone).
 
     With ``retry``, a connection found dead is replaced and the statement tried again: only
     idempotent statements may (lookups, and validate's touch, which writes now()), so that one
-    retry on a fresh connection hides a connection the server dropped while idle.
+    retry on a fresh connection hides a connection the server dropped while idle. A server that
+    did not answer in time (``TimeoutError``) is not asked twice.
     """
     for attempt in (1, 2) if retry else (2,):
         async with fair_turn(engine):
@@ -167,16 +184,36 @@ async def _borrowed(
             try:
                 rows = await _on_driver(pooled.driver_connection, sql, args, slow_after)
             except _DISCONNECTS as exc:
+                if isinstance(exc, TimeoutError):  # the server hangs: no graceful close
+                    await _drop(pooled, exc)
+                    raise
                 await greenlet_spawn(pooled.invalidate, exc)
                 if attempt == 2:
                     raise
                 continue
+            except asyncio.CancelledError as exc:
+                if drop_if_cut:  # the server may hang: never give this connection back
+                    await _drop(pooled, exc)
+                else:
+                    await _give_back(engine, pooled)
+                raise
             except BaseException:
                 await _give_back(engine, pooled)
                 raise
             await _give_back(engine, pooled)
             return rows
     raise AssertionError("unreachable")
+
+
+async def _drop(pooled: PoolProxiedConnection, cause: BaseException) -> None:
+    """Close a pooled connection at once, without the graceful close a hung server never ends.
+
+    (SQLAlchemy's asyncpg adapter waits up to 2 s for a graceful close when it invalidates.)
+    """
+    driver = pooled.driver_connection
+    if driver is not None:
+        driver.terminate()
+    await greenlet_spawn(pooled.invalidate, cause)
 
 
 async def _give_back(engine: AsyncEngine, pooled: PoolProxiedConnection) -> None:
@@ -229,18 +266,11 @@ def _read_committed(engine: AsyncEngine) -> bool:
 
 
 def reads_from_replica(db: AsyncSession) -> bool:
-    """Return whether a ``read_only`` statement of this session would go to a read replica."""
-    bind = db.bind
-    if not isinstance(bind, AsyncEngine):
+    """Return whether a ``read_only`` statement of this session would go to a read replica now."""
+    if db.new or db.dirty or db.deleted:
         return False
-    replica = replica_of(bind)
-    return (
-        replica is not None
-        and replica.usable
-        and OWNER not in db.info
-        and not (db.new or db.dirty or db.deleted)
-        and not _holds_connection(db)
-    )
+    engine = borrowable(db)
+    return engine is not None and replica_for(db, engine) is not None
 
 
 async def fetchrow(

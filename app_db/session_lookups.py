@@ -1,9 +1,9 @@
 """The statements that find a login session by token hash, alone or for a batch of hashes.
 
 ``validate`` finds the live session and its active user, and touches the session when its
-touch is due (sliding expiry and ``last_seen_at``), in one statement. ``on_replica`` only
-finds them, and says whether a touch is due, for a read replica, which cannot write. Both
-come as a ``coalesce.Lookup`` per session policy, so concurrent calls share one statement.
+touch is due (sliding expiry and ``last_seen_at``), in one statement, on the primary (a
+replica could miss a revocation). It comes as a ``coalesce.Lookup`` per session policy, so
+concurrent calls share one statement.
 """
 
 from dataclasses import dataclass
@@ -66,19 +66,10 @@ def _validate_sql(keys: str) -> str:
     """  # noqa: S608 - built from the model's column names only
 
 
-def _replica_sql(keys: str) -> str:
-    return f"""
-    SELECT q.n, {_FOUND}, s.last_seen_at <= now() - $2::interval AS touch_due
-    FROM {keys} {_LIVE}
-    """  # noqa: S608 - built from the model's column names only
-
-
 VALIDATE_SQL = _validate_sql(_ONE)
 """``$1`` the token hash, ``$2`` the idle timeout, ``$3`` the absolute lifetime, ``$4`` the
 touch interval."""
 VALIDATE_BATCH_SQL = _validate_sql(_MANY)
-ON_REPLICA_SQL = _replica_sql(_ONE)
-ON_REPLICA_BATCH_SQL = _replica_sql(_MANY)
 
 
 @dataclass(frozen=True)
@@ -86,7 +77,6 @@ class SessionLookups:
     """The lookups of one session policy."""
 
     validate: Lookup
-    on_replica: Lookup
 
 
 @cache
@@ -96,8 +86,5 @@ def for_policy(idle: timedelta, lifetime: timedelta, touch: timedelta) -> Sessio
     return SessionLookups(
         validate=Lookup(
             f"sessions.validate {policy}", VALIDATE_SQL, VALIDATE_BATCH_SQL, (idle, lifetime, touch)
-        ),
-        on_replica=Lookup(
-            f"sessions.on_replica {touch}", ON_REPLICA_SQL, ON_REPLICA_BATCH_SQL, (touch,)
         ),
     )

@@ -144,8 +144,8 @@ async def validate(
     same statement. As the first statement of a transaction it runs without ``BEGIN``, so a
     touch is then committed at once, whatever the request does next (see
     ``app_db.fastpath``), and concurrent calls share one statement (see ``app_db.coalesce``).
-    With a read replica, the lookup goes there, and the primary is asked only when a touch is
-    due or the replica has not seen the session yet.
+    It reads the primary even with a read replica, so a revocation, a deactivation or an
+    expiry takes effect at once, whatever the replica's lag.
     """
     if not is_well_formed(token):
         return None
@@ -154,12 +154,7 @@ async def validate(
     lookups = session_lookups.for_policy(
         policy.idle_timeout, policy.max_lifetime, policy.touch_interval
     )
-    row = None
-    if fastpath.reads_from_replica(db):
-        row = await coalesce.fetchrow(db, lookups.on_replica, token_hash, read_only=True)
-    if row is None or row["touch_due"]:
-        # No replica, a touch to write, or a session too new for the replica to have it yet.
-        row = await coalesce.fetchrow(db, lookups.validate, token_hash)
+    row = await coalesce.fetchrow(db, lookups.validate, token_hash)
     if row is None:
         return None
     user_values = {name: row[prefixed] for name, prefixed in _USER_COLUMNS}

@@ -7,11 +7,20 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from pydantic import Field, FilePath, ImportString, SecretStr, ValidationError, model_validator
+from pydantic import (
+    Field,
+    FilePath,
+    ImportString,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from app_db.cluster import hosts
 from app_db.errors import ConfigurationError
 
 SSLMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
@@ -19,14 +28,18 @@ SSLMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-
 ASYNC_DRIVER = "postgresql+asyncpg"
 _POSTGRES_SCHEMES = frozenset({"postgres", "postgresql"})
 _SSL_QUERY_KEYS = ("sslmode", "ssl", "sslrootcert")
+COMMAND_TIMEOUT_MARGIN = 2.0
+"""Seconds the client waits beyond ``statement_timeout``: the server cancels first."""
 
 
 class Settings(BaseSettings):
     """Connection and pool settings; each field is read from the upper-case variable of its name.
 
     Give either ``DATABASE_URL`` or the parts ``POSTGRES_HOST``, ``POSTGRES_PORT``,
-    ``POSTGRES_USER``, ``POSTGRES_PASSWORD`` and ``POSTGRES_DB``. Secrets are ``SecretStr``
-    and validation errors never echo their input.
+    ``POSTGRES_USER``, ``POSTGRES_PASSWORD`` and ``POSTGRES_DB``. A database on several hosts
+    is given as libpq does (``h1:5440,h2:5441`` in the URL, or comma lists in the parts) or in
+    SQLAlchemy's query form (``?host=h1:5440&host=h2:5441``). Secrets are ``SecretStr`` and
+    validation errors never echo their input.
     """
 
     model_config = SettingsConfigDict(
@@ -39,17 +52,26 @@ class Settings(BaseSettings):
 
     database_url: SecretStr | None = Field(
         default=None,
-        description="`postgres://` or `postgresql://` URL; the asyncpg driver is always used",
+        description="`postgres://` or `postgresql://` URL; the asyncpg driver is always used. "
+        "Several hosts (`u@h1:5440,h2:5441/db` or `?host=h1:5440&host=h2:5441`) are tried in "
+        "order, each within `DATABASE_CONNECT_TIMEOUT`, for a read-write server unless "
+        "`?target_session_attrs=` says otherwise",
     )
     database_read_url: SecretStr | None = Field(
         default=None,
-        description="a read replica: lookups, listing and `validate` without a touch go there; "
-        "while it cannot be reached they go to the primary",
+        description="a hot standby: `users.get_by_email` and `customers.list` read there, "
+        "unless the transaction asks for the primary or for a position the standby has not "
+        "replayed yet, or its lag exceeds `DATABASE_READ_MAX_LAG`, or it fails to answer; "
+        "`sessions.validate`, `users.authenticate`, `users.get`, `customers.get` and reads "
+        "after a write always read the primary",
     )
     postgres_host: str | None = Field(
-        default=None, description="host, when `DATABASE_URL` is not set (required then)"
+        default=None,
+        description="host, when `DATABASE_URL` is not set (required then); several as `h1,h2`",
     )
-    postgres_port: int = Field(default=5432, ge=1, le=65535, description="port")
+    postgres_port: int | str = Field(
+        default=5432, description="port; one for each host as `5440,5441`, or one for all"
+    )
     postgres_user: str | None = Field(
         default=None, description="user (required without `DATABASE_URL`)"
     )
@@ -111,6 +133,32 @@ class Settings(BaseSettings):
         gt=0,
         description="seconds before reads try an unreachable replica again",
     )
+    database_read_timeout: float = Field(
+        default=2.0,
+        gt=0,
+        description="seconds a read waits for the replica (a turn at its pool, a connection, "
+        "the answer); then it reads the primary and the replica counts as down",
+    )
+    database_read_max_lag: timedelta | None = Field(
+        default=timedelta(seconds=10),
+        description="the replica serves reads only while it has provably replayed every "
+        "commit older than this (seconds or ISO 8601; measured from WAL positions at most "
+        "once a second while reads come, never per read); `off`: no bound",
+    )
+    database_command_timeout: float | None = Field(
+        default=None,
+        gt=0,
+        description="seconds the client waits for any one answer from the server before it "
+        "drops the connection (a hung server then fails as `DatabaseUnavailableError`); "
+        "unset: `DATABASE_STATEMENT_TIMEOUT_MS` plus 2 s, none when that is `0`",
+    )
+    database_tcp_user_timeout: float = Field(
+        default=10.0,
+        ge=0,
+        description="on TCP connections, keepalive probes after this many idle seconds and "
+        "`TCP_USER_TIMEOUT`: a peer that stops acknowledging (a dead host, a cut network) "
+        "is dropped within about twice this; `0`: the OS defaults",
+    )
     database_coalesce_max_batch: int = Field(
         default=64,
         ge=0,
@@ -126,13 +174,45 @@ class Settings(BaseSettings):
         "with the app_db call it served and its duration, never its parameters; unset: off",
     )
 
+    @field_validator("postgres_port", mode="before")
+    @classmethod
+    def _ports(cls, value: object) -> int | str:
+        text = str(value).strip()
+        ports = [port.strip() for port in text.split(",")]
+        if not all(port.isdigit() and 1 <= int(port) <= 65535 for port in ports):
+            raise ValueError("a port is a number from 1 to 65535; several are comma-separated")
+        return int(ports[0]) if len(ports) == 1 else ",".join(ports)
+
+    @field_validator("database_read_max_lag", mode="before")
+    @classmethod
+    def _seconds_or_off(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        text = value.strip().lower()
+        if text == "off":
+            return None
+        try:
+            return float(text)  # seconds, as the other timeouts are given
+        except ValueError:
+            return value  # ISO 8601 (PT0.5S), or refused as a duration
+
     @model_validator(mode="after")
     def _require_a_database(self) -> "Settings":
         self.sqlalchemy_url()
         self._ssl_arg()
         if self.database_read_url is not None:
             _parse_database_url(self.database_read_url.get_secret_value(), "DATABASE_READ_URL")
+        if self.database_read_max_lag is not None and self.database_read_max_lag <= timedelta(0):
+            raise ValueError("DATABASE_READ_MAX_LAG must be positive")
         return self
+
+    def command_timeout(self) -> float | None:
+        """Return the client-side bound on each answer, in seconds (``None``: no bound)."""
+        if self.database_command_timeout is not None:
+            return self.database_command_timeout
+        if not self.database_statement_timeout_ms:
+            return None
+        return self.database_statement_timeout_ms / 1000 + COMMAND_TIMEOUT_MARGIN
 
     def read_settings(self) -> "Settings | None":
         """Return settings for the read replica (``DATABASE_READ_URL``), or ``None``."""
@@ -169,14 +249,22 @@ class Settings(BaseSettings):
                 f"POSTGRES_DB (missing: {', '.join(missing)})"
             )
         password = self.postgres_password
-        return URL.create(
+        url = URL.create(
             ASYNC_DRIVER,
             username=self.postgres_user,
             password=password.get_secret_value() if password is not None else None,
-            host=self.postgres_host,
-            port=self.postgres_port,
             database=self.postgres_db,
         )
+        names = [name.strip() for name in (self.postgres_host or "").split(",")]
+        ports = [int(port) for port in str(self.postgres_port).split(",")]
+        if len(ports) == 1:
+            ports *= len(names)
+        if len(ports) != len(names):
+            raise ValueError(f"POSTGRES_PORT gives {len(ports)} ports for {len(names)} hosts")
+        if len(names) == 1:
+            return url.set(host=names[0], port=ports[0])
+        listed = [f"{name}:{port}" for name, port in zip(names, ports, strict=True)]
+        return hosts.canonical(url.update_query_dict({"host": listed}), "POSTGRES_HOST")
 
     def sslmode(self) -> SSLMode | None:
         """Return the SSL mode: ``DATABASE_SSLMODE``, else ``sslmode`` in ``DATABASE_URL``."""
@@ -219,6 +307,7 @@ class Settings(BaseSettings):
         args: dict[str, Any] = {
             "server_settings": server_settings,
             "timeout": self.database_connect_timeout,
+            "command_timeout": self.command_timeout(),
         }
         ssl_arg = self._ssl_arg()
         if ssl_arg is not None:
@@ -246,8 +335,10 @@ def _unique_statement_name() -> str:
 
 def _parse_database_url(raw: str, variable: str = "DATABASE_URL") -> URL:
     try:
-        url = make_url(raw)
-    except (ArgumentError, ValueError):
+        url = make_url(hosts.from_libpq(raw, variable))
+    except (ArgumentError, ValueError) as exc:
+        if str(exc).startswith(variable):
+            raise ValueError(str(exc)) from None
         raise ValueError(f"{variable} is not a valid URL") from None
     scheme, _, driver = url.drivername.partition("+")
     if scheme not in _POSTGRES_SCHEMES:
@@ -256,7 +347,7 @@ def _parse_database_url(raw: str, variable: str = "DATABASE_URL") -> URL:
         )
     if driver not in ("", "asyncpg"):
         raise ValueError(f"{variable} names the driver {driver!r}; app_db uses asyncpg")
-    return url.set(drivername=ASYNC_DRIVER)
+    return hosts.canonical(url.set(drivername=ASYNC_DRIVER), variable)
 
 
 def _prefixed(prefix: str) -> SettingsConfigDict:

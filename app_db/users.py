@@ -86,7 +86,10 @@ async def get(db: AsyncSession, user_id: uuid.UUID) -> User | None:
 @traced
 @typed_errors
 async def get_by_email(db: AsyncSession, email: str) -> User | None:
-    """Return the user with this email in any letter case, or ``None`` (served by the index)."""
+    """Return the user with this email in any letter case, or ``None`` (served by the index).
+
+    With a read replica it reads there when the transaction's route allows (see ``transaction``).
+    """
     lookup = _lookup_form(email)
     if lookup is None:
         return None
@@ -149,7 +152,9 @@ async def authenticate(
     except ThrottledError as refused:
         events.record(events.LOGIN_THROTTLED, retry_after=refused.retry_after, client=client)
         raise
-    user = await get_by_email(db, email) if lookup is not None else None
+    # On the primary, never a replica: a user created a moment ago logs in at once.
+    row = None if lookup is None else await coalesce.fetchrow(db, _BY_EMAIL, lookup)
+    user = None if row is None else fastpath.load(db, User, row)
     if user is None:
         await burn_verification(plain, network=network)
         events.record(events.LOGIN_FAILED, reason="unknown_email", client=client)

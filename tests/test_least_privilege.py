@@ -15,6 +15,7 @@ from app_db import (
     transaction,
     users,
 )
+from app_db.cluster.fencing import CONTROL_SQL
 from app_db.engine import dispose
 from app_db.migrations import upgrade_connection
 from app_db.models import CustomerCreate
@@ -81,6 +82,10 @@ async def test_app_role_serves_the_api_but_cannot_change_the_schema(
             token, _ = await sessions.issue(db, user.id)
             await customers.create(db, CustomerCreate(name="Least"))
             await customers.bulk_import(db, [{"name": "Least bulk"}])
+        async with app.connect() as connection:  # fencing's questions need no privilege
+            control = (await connection.exec_driver_sql(CONTROL_SQL)).mappings().one()
+            assert control["system"].isdigit()
+            assert not control["standby"]
         async with transaction(maker) as db:
             assert await sessions.validate(db, token) is not None
             assert await users.get_by_email(db, "least@example.com") is not None

@@ -84,7 +84,11 @@ def check_command(args: argparse.Namespace) -> int:
     if report.replica is not None:
         replica = report.replica
         state = "answers" if replica.ok else f"fails ({replica.error})"
-        say(f"read replica: {state} in {replica.latency_ms:g} ms")
+        lag = "unknown" if replica.lag_s is None else f"at most {replica.lag_s:.3g} s"
+        say(
+            f"read replica: {state} in {replica.latency_ms:g} ms; lag {lag}; reads go to "
+            f"{'the replica' if replica.route == 'replica' else f'the primary ({replica.route})'}"
+        )
     return _report(found)
 
 

@@ -39,12 +39,19 @@ from app_db.fastapi.errors import (
     error_response,
     error_responses,
 )
-from app_db.fastapi.hardening import CrossSiteRefusal, RequestClient, SecurityHeaders, harden
+from app_db.fastapi.hardening import (
+    CarryPosition,
+    CrossSiteRefusal,
+    RequestClient,
+    SecurityHeaders,
+    harden,
+)
 from app_db.fastapi.recovery import Mail, Mailer, recovery_routes
 
 __all__ = [
     "COOKIE",
     "RETRY_AFTER_SECONDS",
+    "CarryPosition",
     "CrossSiteRefusal",
     "CurrentLogin",
     "CurrentUser",

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app_db import create_engine, create_sessionmaker, health, transaction
+from app_db import commit_position, create_engine, create_sessionmaker, health, transaction
 from app_db.engine import dispose
 
 STATE = "app_db_sessionmaker"
@@ -60,10 +60,25 @@ def get_sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]:
 Sessionmaker = Annotated[async_sessionmaker[AsyncSession], Depends(get_sessionmaker)]
 
 
-async def get_db(sessionmaker: Sessionmaker) -> AsyncIterator[AsyncSession]:
-    """Yield the request's session: one transaction, committed on success, else rolled back."""
-    async with transaction(sessionmaker) as db:
+POSITION_COOKIE = "__Host-app-db-position"
+POSITION_HEADER = "app-db-position"
+POSITION_STATE = "app_db_position"
+
+
+async def get_db(request: Request, sessionmaker: Sessionmaker) -> AsyncIterator[AsyncSession]:
+    """Yield the request's session: one transaction, committed on success, else rolled back.
+
+    With a read replica, the transaction reads at least what this client wrote before: the
+    position its last write left (a cookie, or the ``App-DB-Position`` header for API
+    clients), which ``harden``'s ``CarryPosition`` sends back after each write. Without a
+    replica none is sent, and this costs nothing.
+    """
+    after = request.cookies.get(POSITION_COOKIE) or request.headers.get(POSITION_HEADER)
+    async with transaction(sessionmaker, after=after) as db:
         yield db
+    position = await commit_position(db)
+    if position is not None:
+        request.scope.setdefault("state", {})[POSITION_STATE] = position
 
 
 Db = Annotated[AsyncSession, Depends(get_db, scope="function")]

@@ -1,6 +1,8 @@
 """Web hardening as ASGI middleware: cross-site refusal, security headers, the request's client.
 
-``harden(app)`` adds all three, in the order that puts the headers on every answer.
+``harden(app)`` adds them all, in the order that puts the headers on every answer, with
+``CarryPosition``, which sends a client the read position of its last write (see
+``database.get_db``).
 
 - ``CrossSiteRefusal`` answers 403 to a POST, PUT, PATCH or DELETE that a browser sent from
   another site: ``Sec-Fetch-Site`` other than ``same-origin`` or ``none``, else an ``Origin``
@@ -27,6 +29,7 @@ from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app_db.fastapi.database import POSITION_COOKIE, POSITION_HEADER, POSITION_STATE
 from app_db.security.events import client
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
@@ -129,8 +132,32 @@ class RequestClient(_HttpMiddleware):
             await self.app(scope, receive, send)
 
 
+class CarryPosition(_HttpMiddleware):
+    """Send back the read position of what the request wrote, as a cookie and a header.
+
+    ``get_db`` leaves it in the request's state when a read replica is configured and the
+    request committed; the client's next request reads at least that far.
+    """
+
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def with_position(message: Message) -> None:
+            position = scope.get("state", {}).get(POSITION_STATE)
+            if message["type"] == "http.response.start" and position is not None:
+                cookie = f"{POSITION_COOKIE}={position}; Max-Age=300; Path=/; Secure; HttpOnly;"
+                headers = [
+                    *message.get("headers", ()),
+                    (b"set-cookie", f"{cookie} SameSite=Lax".encode()),
+                    (POSITION_HEADER.encode(), position.encode()),
+                ]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, with_position)
+
+
 def harden(app: Any, *, trusted_origins: Iterable[str] = ()) -> None:
-    """Add the three middlewares to a Starlette or FastAPI app (the last added runs first)."""
+    """Add the middlewares to a Starlette or FastAPI app (the last added runs first)."""
+    app.add_middleware(CarryPosition)
     app.add_middleware(RequestClient)
     app.add_middleware(CrossSiteRefusal, trusted_origins=tuple(trusted_origins))
     app.add_middleware(SecurityHeaders)

@@ -106,6 +106,8 @@ def _observe(read: str) -> Any:
     return callback
 
 
+ROUTE = "app_db.replica.route"
+ROUTES = ("replica", "lagging", "down")
 _READINGS: dict[str, Any] = {
     "count": lambda s: [
         (s.in_use, {"db.client.connection.state": "used"}),
@@ -116,6 +118,12 @@ _READINGS: dict[str, Any] = {
     "timeouts": lambda s: [(s.timeouts, {})],
     "invalidated": lambda s: [(s.invalidated, {})],
     "fallbacks": lambda s: [(s.replica_fallbacks, {})],
+    "replica_reads": lambda s: [(s.replica_reads if s.replica_route else None, {})],
+    "lag": lambda s: [(s.replica_lag_s, {})],
+    "route": lambda s: [
+        (None if s.replica_route is None else int(s.replica_route == route), {ROUTE: route})
+        for route in ROUTES
+    ],
 }
 
 _OBSERVED = (
@@ -132,6 +140,12 @@ _OBSERVED = (
      "Connections found dead and replaced."),
     ("counter", "app_db.replica.fallbacks", "fallbacks", "{read}",
      "Reads that went to the primary because the read replica failed."),
+    ("counter", "app_db.replica.reads", "replica_reads", "{read}",
+     "Reads the read replica served."),
+    ("gauge", "app_db.replica.lag", "lag", "s",
+     "The most the read replica lagged at its last measurement."),
+    ("gauge", "app_db.replica.route", "route", "1",
+     "1 for where replica reads go now: replica, lagging or down (the primary)."),
 )  # fmt: skip
 
 if metrics is not None:

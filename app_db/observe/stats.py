@@ -15,7 +15,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import AsyncAdaptedQueuePool, Pool, QueuePool
 
-from app_db.replica import replica_of
+from app_db.cluster.replica import replica_of
 from app_db.turns import TURN_SLOTS, turn_timeouts, wait_recorders, waiting
 
 
@@ -111,6 +111,15 @@ class PoolStats:
     """Connections found dead and replaced."""
     replica_fallbacks: int
     """Reads that went to the primary because the read replica failed."""
+    replica_reads: int = 0
+    """Reads the read replica served."""
+    replica_route: str | None = None
+    """Where replica reads go now: ``replica``; ``lagging`` (over ``DATABASE_READ_MAX_LAG``) or
+    ``down`` (until ``DATABASE_READ_RETRY_INTERVAL`` runs out), both the primary; ``None``
+    without a replica."""
+    replica_lag_s: float | None = None
+    """The most the replica lagged at its last measurement, in seconds (``None``: no replica, or
+    no measurement yet)."""
 
 
 def pool_stats(engine: AsyncEngine) -> PoolStats:
@@ -118,13 +127,20 @@ def pool_stats(engine: AsyncEngine) -> PoolStats:
     pool = engine.sync_engine.pool
     counters = getattr(pool, "counters", None) or Counters()
     replica = replica_of(engine)
-    fallbacks = 0 if replica is None else replica.fallbacks
+    about_replica: dict[str, Any] = {"replica_fallbacks": 0}
+    if replica is not None:
+        about_replica = {
+            "replica_fallbacks": replica.fallbacks,
+            "replica_reads": replica.reads,
+            "replica_route": replica.route(),
+            "replica_lag_s": replica.lag.reported(),
+        }
     waiting_now = waiting(engine)
     timeouts = counters.timeouts + turn_timeouts(engine)
     if not isinstance(pool, QueuePool):
         return PoolStats(
             None, None, None, None, None, waiting_now, timeouts,
-            counters.invalidated, fallbacks,
+            counters.invalidated, **about_replica,
         )  # fmt: skip
     return PoolStats(
         size=pool.size(),
@@ -135,7 +151,7 @@ def pool_stats(engine: AsyncEngine) -> PoolStats:
         waiting=waiting_now,
         timeouts=timeouts,
         invalidated=counters.invalidated,
-        replica_fallbacks=fallbacks,
+        **about_replica,
     )
 
 
