@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from app_db import sessions, users
 from app_db.observe.scrub import scrubbed
-from app_db.security import tokens
+from app_db.security import one_time, tokens
 from tests.factories import PASSWORD
 
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+")
@@ -77,14 +77,42 @@ def _fields(record: logging.LogRecord) -> dict[str, object]:
     return {k: v for k, v in vars(record).items() if k not in _RECORD_ATTRIBUTES}
 
 
+# The example's stand-in for mail: logging the link (token included) is its whole job, as a mail
+# would carry it; it logs at INFO only (tests/test_example_recovery.py).
+DELIVERS_TOKENS = "app_db.example.mail"
+TOKEN_RUN = re.compile(r"[A-Za-z0-9_-]{43,}")
+TOKEN_LENGTH = 43
+
+
+def _holds_a_token(text: str, tokens: set[str]) -> bool:
+    """Return whether ``text`` holds one of ``tokens`` (each 43 URL-safe characters)."""
+    for run in TOKEN_RUN.findall(text):
+        windows = range(len(run) - TOKEN_LENGTH + 1)
+        if any(run[at : at + TOKEN_LENGTH] in tokens for at in windows):
+            return True
+    return False
+
+
 def leaks(telemetry: Telemetry) -> list[str]:
-    """Return every exported text that holds a recorded secret or an email address."""
+    """Return every exported text that holds a recorded secret or an email address.
+
+    A token is looked up in a set, window by window over each run of URL-safe characters long
+    enough to hold one; the other secrets (passwords, a few) go into one pattern. Each distinct
+    text is scanned once: a run exports the same statement thousands of times.
+    """
     texts = [text for span in telemetry.every_span() for text in _texts(span)]
-    texts += [record.getMessage() for record in telemetry.logs.records]
-    texts += [f"{k}={v!s}" for r in telemetry.logs.records for k, v in _fields(r).items()]
-    known = sorted(telemetry.secrets, key=len, reverse=True)
-    secrets = re.compile("|".join(map(re.escape, known)) if known else "(?!)")
-    return [text[:200] for text in texts if EMAIL.search(text) or secrets.search(text)]
+    records = [r for r in telemetry.logs.records if r.name != DELIVERS_TOKENS]
+    texts += [record.getMessage() for record in records]
+    texts += [f"{k}={v!s}" for r in records for k, v in _fields(r).items()]
+    shaped = {s for s in telemetry.secrets if TOKEN_RUN.fullmatch(s) and len(s) == TOKEN_LENGTH}
+    others = sorted(telemetry.secrets - shaped, key=len, reverse=True)
+    pattern = re.compile("|".join(map(re.escape, others)) if others else "(?!)")
+
+    def leaking(text: str) -> bool:
+        return bool(EMAIL.search(text) or pattern.search(text) or _holds_a_token(text, shaped))
+
+    found = {text for text in dict.fromkeys(texts) if leaking(text)}
+    return [text[:200] for text in texts if text in found]
 
 
 def _keeping_tokens(secrets: set[str]) -> Callable[[], str]:
@@ -134,6 +162,7 @@ def install() -> Telemetry:
     secrets.add(PASSWORD)
     # The modules call these by their imported names: wrap those names.
     sessions.new_token = _keeping_tokens(secrets)  # type: ignore[attr-defined]
+    one_time.new_token = _keeping_tokens(secrets)  # type: ignore[attr-defined]
     users.hash_password = _keeping_passwords(users.hash_password, secrets, 0)  # type: ignore[attr-defined]
     users.verify_password = _keeping_passwords(users.verify_password, secrets, 1)  # type: ignore[attr-defined]
     return _installed

@@ -278,7 +278,7 @@ def serve_and_order(
         server.communicate(timeout=10)
 
 
-def testing_page_example() -> str:
+def first_block_of_the_testing_page() -> str:
     """The first Python block of the "test your app" page: a wheel user's first test."""
     page = (ROOT / "docs" / "how-to" / "testing.md").read_text()
     start = page.index("```python") + len("```python")
@@ -290,7 +290,9 @@ def run_tests_both_ways(project: Path, bin_dir: Path, test_env: dict[str, str]) 
     """After the tutorial's own run (FastAPI's way): a trio misconfiguration, and pytest-asyncio."""
     pytest_ = (bin_dir / "pytest", "-q", "-p", "no:cacheprovider")
     (project / "from_the_testing_page").mkdir()
-    (project / "from_the_testing_page" / "test_signup.py").write_text(testing_page_example())
+    (project / "from_the_testing_page" / "test_signup.py").write_text(
+        first_block_of_the_testing_page()
+    )
     out = run(*pytest_, "from_the_testing_page", cwd=project, env=test_env)  # as written
     assert "1 passed" in out
     (project / "misconfigured").mkdir()
