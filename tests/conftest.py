@@ -17,7 +17,7 @@ from app_db.settings import Settings
 from app_db.testing.embedded import EmbeddedCluster, load_wheel
 from app_db.testing.replication import ReplicatedPair, server_binaries
 from app_db.testing.server import TestServer, migrate
-from tests.telemetry import Telemetry, install
+from tests.telemetry import Telemetry, install, leaks
 
 TELEMETRY = install()  # before any engine or span: the SDK records the whole run
 DATABASE_VARIABLES = tuple(name.upper() for name in Settings.model_fields)
@@ -49,10 +49,20 @@ def telemetry() -> Telemetry:
     return TELEMETRY
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run the scan of everything exported last, after every other test has exported."""
-    last = [item for item in items if item.get_closest_marker("scans_the_run")]
-    items[:] = [item for item in items if item not in last] + last
+@pytest.fixture(scope="session", autouse=True)
+def no_secret_in_what_the_run_exported() -> Iterator[None]:
+    """After the run (each worker's share of it): no span or log record holds a secret.
+
+    Every password the tests used and every token they were given is recorded (see
+    ``tests.telemetry``); any of them, or an email address, in an exported span or a log
+    record fails the run here, at its end.
+    """
+    yield
+    if "app_db.sessions.issue" not in {span.name for span in TELEMETRY.every_span()}:
+        return  # a selection of tests that issued no session: no token to look for
+    assert TELEMETRY.secrets, "sessions were issued, yet no token was recorded to look for"
+    found = leaks(TELEMETRY)
+    assert found == [], f"{len(found)} exported text(s) hold a secret: {found[:5]}"
 
 
 @pytest.fixture

@@ -2,8 +2,9 @@
 
 ``install()`` sets an in-memory span exporter and metric reader as the global providers and
 instruments asyncpg, once per test run. It also records every secret the run handles (each
-token issued, each password hashed or checked), so that ``tests/test_zz_telemetry_secrets``
-can look for them, and for any email address, in everything exported.
+token issued, each password hashed or checked), so that the check at the run's end
+(``conftest.no_secret_in_what_the_run_exported``) can look for them, and for any email
+address, in everything exported.
 """
 
 import logging

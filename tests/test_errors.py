@@ -44,7 +44,7 @@ def named_constraints() -> list[tuple[str, str, set[str]]]:
             (str(c.name), table.name, columns) for c in table.constraints if isinstance(c, kinds)
         )
         found.extend((str(i.name), table.name, columns) for i in table.indexes if i.unique)
-    return found
+    return sorted(found, key=lambda constraint: constraint[0])  # sets: an order of their own
 
 
 @pytest.mark.parametrize(("name", "table", "columns"), named_constraints())

@@ -48,9 +48,11 @@ def shape(value: Any) -> Any:
 
 def compare(name: str, found: Any) -> None:
     path = SNAPSHOTS / name
+    text = json.dumps(found, indent=1, sort_keys=False, ensure_ascii=False) + "\n"
     if WRITE:
-        path.write_text(json.dumps(found, indent=1, sort_keys=False, ensure_ascii=False) + "\n")
+        path.write_text(text)
     assert found == json.loads(path.read_text()), f"{name} changed"
+    assert text == path.read_text(), f"{name} has its keys in another order"
 
 
 @pytest_asyncio.fixture(loop_scope="session")

@@ -42,6 +42,7 @@ from app_db.fastapi.errors import (
 from app_db.fastapi.hardening import (
     CarryPosition,
     CrossSiteRefusal,
+    Hardened,
     RequestClient,
     SecurityHeaders,
     harden,
@@ -58,6 +59,7 @@ __all__ = [
     "Db",
     "ErrorBody",
     "ErrorItem",
+    "Hardened",
     "Mail",
     "Mailer",
     "OwnedDb",

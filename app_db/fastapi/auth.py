@@ -13,12 +13,14 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, Response, Security
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app_db import Session, User, ownership, sessions
-from app_db.fastapi.database import Db
+from app_db import Session, User, ownership, sessions, transaction
+from app_db.fastapi.database import Db, Sessionmaker
 
 COOKIE = "__Host-session"
+LOGIN_STATE = "app_db_login"
 NOT_LOGGED_IN = "not logged in"
 
 _cookie = APIKeyCookie(
@@ -47,14 +49,38 @@ def token_of(request: Request) -> str | None:
     return token.strip() or None
 
 
-async def current_login(db: Db, cookie: CookieToken, bearer: BearerToken) -> tuple[Session, User]:
+async def current_login(
+    request: Request, sessionmaker: Sessionmaker, cookie: CookieToken, bearer: BearerToken
+) -> tuple[Session, User]:
     """Return the live session and its user; answer 401 without one.
 
     A request that carries both a cookie and a bearer token is served only when both are
     live and of one user: a credential that fails is never outweighed by another.
+
+    The lookup is one coalesced statement in a transaction of its own, not the request's
+    ``Db``: on an engine it borrows a pooled connection for that statement alone, so a
+    request that only reads the user builds no ORM session state and sends no ``BEGIN``
+    (see ``app_db.fastpath``). Like any first statement, it sees every committed write. The
+    instances it returns are detached: ``db.add(user)`` makes changes to them flush. It runs
+    once per request, whether the handler asks for ``CurrentLogin``, ``CurrentUser`` or both.
     """
+    state = request.scope.setdefault("state", {})
+    found: tuple[Session, User] | None = state.get(LOGIN_STATE)
+    if found is None:
+        found = state[LOGIN_STATE] = await _login(sessionmaker, cookie, bearer)
+    return found
+
+
+async def _login(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    cookie: str | None,
+    bearer: HTTPAuthorizationCredentials | None,
+) -> tuple[Session, User]:
     tokens = [t for t in (cookie, bearer.credentials if bearer is not None else None) if t]
-    found = [await sessions.validate(db, token) for token in dict.fromkeys(tokens)]
+    if not tokens:
+        raise HTTPException(401, NOT_LOGGED_IN, headers={"WWW-Authenticate": "Bearer"})
+    async with transaction(sessionmaker) as db:
+        found = [await sessions.validate(db, token) for token in dict.fromkeys(tokens)]
     logins = [login for login in found if login is not None]
     if not logins or len(logins) < len(found) or len({u.id for _, u in logins}) > 1:
         raise HTTPException(401, NOT_LOGGED_IN, headers={"WWW-Authenticate": "Bearer"})
@@ -65,9 +91,11 @@ CurrentLogin = Annotated[tuple[Session, User], Depends(current_login)]
 """The request's live login session and its user (401 without)."""
 
 
-async def current_user(login: CurrentLogin) -> User:
-    """Return the logged-in user (401 without)."""
-    return login[1]
+async def current_user(
+    request: Request, sessionmaker: Sessionmaker, cookie: CookieToken, bearer: BearerToken
+) -> User:
+    """Return the logged-in user (401 without): ``current_login``'s, one dependency less deep."""
+    return (await current_login(request, sessionmaker, cookie, bearer))[1]
 
 
 CurrentUser = Annotated[User, Depends(current_user)]

@@ -46,8 +46,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await dispose(engine)
 
 
-def get_sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]:
-    """Return the app's sessionmaker (override this dependency to give another)."""
+async def get_sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]:
+    """Return the app's sessionmaker (override this dependency to give another).
+
+    It is ``async`` though it awaits nothing: FastAPI runs a plain ``def`` dependency in its
+    thread pool, a hop to another thread and back on every request.
+    """
     sessionmaker: async_sessionmaker[AsyncSession] | None = getattr(request.app.state, STATE, None)
     if sessionmaker is None:
         raise RuntimeError(

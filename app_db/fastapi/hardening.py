@@ -1,8 +1,8 @@
 """Web hardening as ASGI middleware: cross-site refusal, security headers, the request's client.
 
-``harden(app)`` adds them all, in the order that puts the headers on every answer, with
-``CarryPosition``, which sends a client the read position of its last write (see
-``database.get_db``).
+``harden(app)`` adds them all as one middleware (``Hardened``), in the order that puts the
+headers on every answer, with ``CarryPosition``, which sends a client the read position of
+its last write (see ``database.get_db``). Each is also a middleware of its own.
 
 - ``CrossSiteRefusal`` answers 403 to a POST, PUT, PATCH or DELETE that a browser sent from
   another site: ``Sec-Fetch-Site`` other than ``same-origin`` or ``none``, else an ``Origin``
@@ -24,13 +24,15 @@
 import ipaddress
 import json
 from collections.abc import Iterable
+from contextlib import AbstractContextManager
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app_db.fastapi.database import POSITION_COOKIE, POSITION_HEADER, POSITION_STATE
-from app_db.security.events import client
+from app_db.security.events import Client, client
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 HEADERS = (
@@ -44,6 +46,7 @@ NO_STORE = (b"cache-control", b"no-store")
 REFUSAL = json.dumps({"detail": "cross-site request refused", "errors": []}).encode()
 
 
+@lru_cache(maxsize=4096)
 def _ip(host: str) -> str | None:
     """Return the peer's address when it is an IP address (not a socket path or a name)."""
     try:
@@ -83,29 +86,31 @@ class CrossSiteRefusal(_HttpMiddleware):
         self.trusted = frozenset(origin.rstrip("/").lower() for origin in trusted_origins)
 
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not self._cross_site(scope):
+        if _cross_site(scope, self.trusted):
+            await _refuse(send)
+        else:
             await self.app(scope, receive, send)
-            return
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", b"%d" % len(REFUSAL)),
-        ]
-        await send({"type": "http.response.start", "status": 403, "headers": headers})
-        await send({"type": "http.response.body", "body": REFUSAL})
 
-    def _cross_site(self, scope: Scope) -> bool:
-        if scope["method"] in SAFE_METHODS:
-            return False
-        origin = _header(scope, b"origin")
-        if origin is not None and origin.rstrip("/").lower() in self.trusted:
-            return False
-        fetch_site = _header(scope, b"sec-fetch-site")
-        if fetch_site is not None:
-            return fetch_site not in ("same-origin", "none")
-        if origin is None:
-            return False
-        host = _header(scope, b"host")
-        return origin == "null" or host is None or urlsplit(origin).netloc.lower() != host.lower()
+
+def _cross_site(scope: Scope, trusted: frozenset[str]) -> bool:
+    if scope["method"] in SAFE_METHODS:
+        return False
+    origin = _header(scope, b"origin")
+    if origin is not None and origin.rstrip("/").lower() in trusted:
+        return False
+    fetch_site = _header(scope, b"sec-fetch-site")
+    if fetch_site is not None:
+        return fetch_site not in ("same-origin", "none")
+    if origin is None:
+        return False
+    host = _header(scope, b"host")
+    return origin == "null" or host is None or urlsplit(origin).netloc.lower() != host.lower()
+
+
+async def _refuse(send: Send) -> None:
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(REFUSAL))]
+    await send({"type": "http.response.start", "status": 403, "headers": headers})
+    await send({"type": "http.response.body", "body": REFUSAL})
 
 
 class SecurityHeaders(_HttpMiddleware):
@@ -113,23 +118,31 @@ class SecurityHeaders(_HttpMiddleware):
 
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         async def with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", ()))
-                names = {name.lower() for name, _ in headers}
-                headers += [header for header in (*HEADERS, NO_STORE) if header[0] not in names]
-                message = {**message, "headers": headers}
-            await send(message)
+            await send(_with_security_headers(message))
 
         await self.app(scope, receive, with_headers)
+
+
+def _with_security_headers(message: Message) -> Message:
+    if message["type"] != "http.response.start":
+        return message
+    headers = list(message.get("headers", ()))
+    names = {name.lower() for name, _ in headers}
+    headers += [header for header in (*HEADERS, NO_STORE) if header[0] not in names]
+    return {**message, "headers": headers}
 
 
 class RequestClient(_HttpMiddleware):
     """Attribute each request's security events and login attempts to its client."""
 
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        peer = scope.get("client")
-        with client(_ip(peer[0]) if peer else None, _header(scope, b"user-agent")):
+        with _client_of(scope):
             await self.app(scope, receive, send)
+
+
+def _client_of(scope: Scope) -> AbstractContextManager[Client]:
+    peer = scope.get("client")
+    return client(_ip(peer[0]) if peer else None, _header(scope, b"user-agent"))
 
 
 class CarryPosition(_HttpMiddleware):
@@ -141,23 +154,51 @@ class CarryPosition(_HttpMiddleware):
 
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         async def with_position(message: Message) -> None:
-            position = scope.get("state", {}).get(POSITION_STATE)
-            if message["type"] == "http.response.start" and position is not None:
-                cookie = f"{POSITION_COOKIE}={position}; Max-Age=300; Path=/; Secure; HttpOnly;"
-                headers = [
-                    *message.get("headers", ()),
-                    (b"set-cookie", f"{cookie} SameSite=Lax".encode()),
-                    (POSITION_HEADER.encode(), position.encode()),
-                ]
-                message = {**message, "headers": headers}
-            await send(message)
+            await send(_with_position(scope, message))
 
         await self.app(scope, receive, with_position)
 
 
+def _with_position(scope: Scope, message: Message) -> Message:
+    position = scope.get("state", {}).get(POSITION_STATE)
+    if message["type"] != "http.response.start" or position is None:
+        return message
+    cookie = f"{POSITION_COOKIE}={position}; Max-Age=300; Path=/; Secure; HttpOnly;"
+    headers = [
+        *message.get("headers", ()),
+        (b"set-cookie", f"{cookie} SameSite=Lax".encode()),
+        (POSITION_HEADER.encode(), position.encode()),
+    ]
+    return {**message, "headers": headers}
+
+
+class Hardened(_HttpMiddleware):
+    """The four middlewares above as one layer, in the order ``harden`` documents.
+
+    One layer costs one call and one wrapped ``send`` per request, where four nested ones
+    cost four of each: the same answers, a few dozen microseconds sooner.
+    """
+
+    def __init__(self, app: ASGIApp, trusted_origins: Iterable[str] = ()) -> None:
+        super().__init__(app)
+        self.trusted = frozenset(origin.rstrip("/").lower() for origin in trusted_origins)
+
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def hardened(message: Message) -> None:
+            await send(_with_security_headers(_with_position(scope, message)))
+
+        if _cross_site(scope, self.trusted):
+            await _refuse(hardened)
+            return
+        with _client_of(scope):
+            await self.app(scope, receive, hardened)
+
+
 def harden(app: Any, *, trusted_origins: Iterable[str] = ()) -> None:
-    """Add the middlewares to a Starlette or FastAPI app (the last added runs first)."""
-    app.add_middleware(CarryPosition)
-    app.add_middleware(RequestClient)
-    app.add_middleware(CrossSiteRefusal, trusted_origins=tuple(trusted_origins))
-    app.add_middleware(SecurityHeaders)
+    """Add the hardening to a Starlette or FastAPI app, as one middleware (``Hardened``).
+
+    It does what ``SecurityHeaders``, ``CrossSiteRefusal``, ``RequestClient`` and
+    ``CarryPosition`` do, nested in that order (outermost first): a refusal carries the
+    security headers too.
+    """
+    app.add_middleware(Hardened, trusted_origins=tuple(trusted_origins))

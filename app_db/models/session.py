@@ -11,7 +11,7 @@ from sqlmodel import Field
 
 from app_db.models.base import AppModel
 from app_db.models.columns import created_at_field, id_field
-from app_db.models.types import IPAddressType, PostgresText, TZDateTime
+from app_db.models.types import IPAddressType, PostgresText, TZDateTime, stored_as
 
 TOKEN_HASH_BYTES = 32
 USER_AGENT_MAX_LENGTH = 512
@@ -45,6 +45,10 @@ class SessionUpdate(AppModel):
 
 
 class SessionRead(SessionBase):
+    # Read fields trust what the database holds (``stored_as``): the same JSON schema, no
+    # validator run again. (A docstring here would change the OpenAPI schema's description.)
+    ip: Annotated[str, stored_as(IPAddress)] | None = None
+    user_agent: Annotated[str, stored_as(UserAgent)] | None = None
     id: uuid.UUID
     created_at: AwareDatetime
     expires_at: AwareDatetime

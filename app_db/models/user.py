@@ -11,7 +11,15 @@ from sqlmodel import Field, col
 from app_db.models.base import AppModel, CheckedInput
 from app_db.models.columns import created_at_field, id_field, updated_at_field
 from app_db.models.password import PERSONAL, Password, is_personal
-from app_db.models.types import EMAIL_MAX_LENGTH, NOT_BLANK, Email, PostgresText, TZDateTime
+from app_db.models.types import (
+    EMAIL_MAX_LENGTH,
+    NOT_BLANK,
+    Email,
+    PostgresText,
+    StoredEmail,
+    TZDateTime,
+    stored_as,
+)
 
 DISPLAY_NAME_MAX_LENGTH = 100
 
@@ -46,6 +54,10 @@ class UserUpdate(CheckedInput):
 
 
 class UserRead(UserBase):
+    # Read fields trust what the database holds (``stored_as``): the same JSON schema, no
+    # validator run again. (A docstring here would change the OpenAPI schema's description.)
+    email: StoredEmail
+    display_name: Annotated[str, stored_as(DisplayName)] | None = None
     id: uuid.UUID
     is_active: bool
     verified_at: AwareDatetime | None = None
