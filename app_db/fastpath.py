@@ -12,6 +12,7 @@ statement: it costs no BEGIN round trip and it sees all committed data.
 
 import asyncio
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from functools import cache
 from typing import Any, Protocol, TypeVar
@@ -32,7 +33,7 @@ from app_db.cluster.routing import replica_for
 from app_db.errors import DISCONNECTS as _DISCONNECTS
 from app_db.errors import AppDBError, DatabaseUnavailableError
 from app_db.observe import slow
-from app_db.ownership import OWNER
+from app_db.ownership import OWNER, SET_SQL
 from app_db.turns import fair_turn
 
 DRIVER_READS = "app_db_driver_reads"
@@ -69,6 +70,13 @@ async def fetch(
     if engine is not None:
         replica = replica_for(db, engine) if read_only else None
         return await on_engines(engine, lambda chosen: run_borrowed(chosen, sql, args), replica)
+    owner = db.info.get(OWNER)
+    engine = borrowable(db, scoped=True) if read_only and owner is not None else None
+    if engine is not None:
+        replica = replica_for(db, engine)
+        return await on_engines(
+            engine, lambda chosen: run_borrowed(chosen, sql, args, owner=owner), replica
+        )
     connection = await db.connection()
     sync = connection.sync_connection
     assert sync is not None
@@ -83,17 +91,19 @@ async def fetch(
         raise
 
 
-def borrowable(db: AsyncSession) -> AsyncEngine | None:
+def borrowable(db: AsyncSession, *, scoped: bool = False) -> AsyncEngine | None:
     """Return the engine a read may borrow a connection of, or ``None`` to use the session's.
 
     That is when the session holds no connection yet, is bound to an engine, reads at READ
     COMMITTED (flush pending changes first: they need the session's connection), and is not
-    scoped to an owner (its reads must see what its transaction's scope lets it see).
+    scoped to an owner (its reads must see what its transaction's scope lets it see). With
+    ``scoped``, a session scoped to an owner may borrow too: for a read-only statement that
+    runs in a read-only transaction of its own, under the same scope (see ``run_borrowed``).
     """
     bind = db.bind
     if (
         isinstance(bind, AsyncEngine)
-        and OWNER not in db.info
+        and (scoped or OWNER not in db.info)
         and not _holds_connection(db)
         and _read_committed(bind)
     ):
@@ -123,20 +133,29 @@ async def on_engines(
     return await read(primary)
 
 
-async def run_borrowed(engine: AsyncEngine, sql: str, args: tuple[object, ...]) -> Sequence[Row]:
+async def run_borrowed(
+    engine: AsyncEngine, sql: str, args: tuple[object, ...], *, owner: uuid.UUID | None = None
+) -> Sequence[Row]:
     """Run one statement on a connection borrowed from ``engine``'s pool for it alone.
 
     On a replica engine (``READ_TIMEOUT``), a read that runs out of time drops its connection.
+    With ``owner``, the statement runs in a read-only transaction scoped to that owner's rows
+    (``app_db.ownership``): one round trip begins it and sets the scope, one reads, one ends
+    it. A connection whose scoped read failed is dropped, never given back mid-transaction.
     """
     options = engine.sync_engine.get_execution_options()
     if not options.get(DRIVER_READS, True):
         async with engine.connect() as borrowed:
+            if owner is not None:
+                await borrowed.exec_driver_sql(SET_SQL, (str(owner),))
             return await _through_sqlalchemy(borrowed, sql, args)
     timeout = options.get(READ_TIMEOUT)
     if timeout is None:
-        return await _borrowed(engine, sql, args, slow.threshold(options))
+        return await _borrowed(engine, sql, args, slow.threshold(options), owner=owner)
     async with asyncio.timeout(timeout):
-        return await _borrowed(engine, sql, args, slow.threshold(options), drop_if_cut=True)
+        return await _borrowed(
+            engine, sql, args, slow.threshold(options), drop_if_cut=True, owner=owner
+        )
 
 
 def engine_of(db: AsyncSession) -> AsyncEngine:
@@ -170,6 +189,7 @@ async def _borrowed(
     *,
     retry: bool = True,
     drop_if_cut: bool = False,
+    owner: uuid.UUID | None = None,
 ) -> Sequence[Row]:
     """Run a statement on a pooled connection, outside any transaction (it commits alone).
 
@@ -182,7 +202,10 @@ async def _borrowed(
         async with fair_turn(engine):
             pooled = await engine.raw_connection()
             try:
-                rows = await _on_driver(pooled.driver_connection, sql, args, slow_after)
+                if owner is None:
+                    rows = await _on_driver(pooled.driver_connection, sql, args, slow_after)
+                else:
+                    rows = await _in_scope(pooled.driver_connection, owner, sql, args, slow_after)
             except _DISCONNECTS as exc:
                 if isinstance(exc, TimeoutError):  # the server hangs: no graceful close
                     await _drop(pooled, exc)
@@ -192,13 +215,16 @@ async def _borrowed(
                     raise
                 continue
             except asyncio.CancelledError as exc:
-                if drop_if_cut:  # the server may hang: never give this connection back
+                if drop_if_cut or owner is not None:  # a hung server, or a transaction begun
                     await _drop(pooled, exc)
                 else:
                     await _give_back(engine, pooled)
                 raise
-            except BaseException:
-                await _give_back(engine, pooled)
+            except BaseException as exc:
+                if owner is not None:  # the scoped transaction may still be open: drop it
+                    await _drop(pooled, exc)
+                else:
+                    await _give_back(engine, pooled)
                 raise
             await _give_back(engine, pooled)
             return rows
@@ -245,6 +271,20 @@ async def _on_driver(
     started = time.perf_counter()
     rows = await connection.fetch(sql, *args)
     slow.report(time.perf_counter() - started, slow_after, sql)
+    return rows
+
+
+async def _in_scope(
+    driver: Any, owner: uuid.UUID, sql: str, args: tuple[object, ...], slow_after: float | None
+) -> Sequence[Row]:
+    """Run a read in a read-only transaction scoped to ``owner``, then end the transaction."""
+    connection: asyncpg.Connection = driver
+    # One round trip for both: a simple query may hold several statements. The owner's text
+    # is a UUID's, parsed again here: hex digits and dashes only.
+    literal = f"'{uuid.UUID(str(owner))}'"
+    await connection.execute(f"BEGIN READ ONLY; {SET_SQL.replace('$1', literal)}")
+    rows = await _on_driver(connection, sql, args, slow_after)
+    await connection.execute("COMMIT")
     return rows
 
 

@@ -5,9 +5,11 @@ the setting ``app_db.owner_id`` for its transaction as the transaction begins, w
 ``set_config(..., true)``: local to the transaction, so it is safe behind PgBouncer in
 transaction mode, and gone at COMMIT or ROLLBACK. The policy on ``customers`` (see
 ``policy_sql``) then shows, changes and accepts only that owner's rows, to every statement of
-the transaction, raw SQL included. A scoped session never borrows a pooled connection for a
-read (a borrowed read runs outside its transaction): all its statements run on its own
-connection. A session without an owner sees every row, customers with no owner included; a
+the transaction, raw SQL included. Until its transaction has begun, a scoped session's
+read-only lookups (``customers.list``, search) borrow a pooled connection, as unscoped reads
+do, and run in a ``READ ONLY`` transaction of their own under the same scope (see
+``fastpath.run_borrowed``); every other statement, and every statement once the session's
+transaction has begun, runs on the session's own connection, in its transaction. A session without an owner sees every row, customers with no owner included; a
 scoped one never sees those.
 
 PostgreSQL enforces the policy for every role but superusers and roles with ``BYPASSRLS``; the

@@ -9,6 +9,7 @@ import asyncio
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -20,7 +21,7 @@ import asyncpg
 from app_db import coalesce, create_engine, create_sessionmaker
 from app_db.testing import settings_for
 from app_db.testing.server import find_test_server
-from bench import overhead, pgbench, search, suite
+from bench import http, overhead, pgbench, search, suite
 from bench.database import create_database, describe_server, plain_dsn, seed
 from bench.harness import Series, latencies, percentile, throughput
 from bench.lookups import WORKLOADS
@@ -42,6 +43,7 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--skip-suite", action="store_true", help="skip workload 6")
     parser.add_argument("--skip-bulk", action="store_true", help="skip workload 5")
     parser.add_argument("--skip-search", action="store_true", help="skip workload 7")
+    parser.add_argument("--skip-http", action="store_true", help="skip workload 8 (needs wrk)")
     parser.add_argument(
         "--only",
         action="append",
@@ -176,6 +178,13 @@ def bulk(dsn: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     return results
 
 
+async def end_to_end(server: Any, args: argparse.Namespace) -> list[dict[str, Any]] | str:
+    """Workload 8 (``bench.http``), in a thread: it drives processes and waits on them."""
+    if shutil.which("wrk") is None:
+        return "skipped: wrk is not installed (apt-get install wrk)"
+    return await asyncio.to_thread(http.run, server, smoke=args.smoke)
+
+
 def print_report(report: dict[str, Any]) -> None:
     out = sys.stdout.write
     out(f"\napp_db benchmarks, {report['date']}, {report['machine']}, {report['server']}\n")
@@ -242,6 +251,7 @@ def print_report(report: dict[str, Any]) -> None:
         )
     del reference
     search.print_rows(report["search"])
+    out(http.report(report["http"]))
     if "suite" in report:
         s = report["suite"]
         out(f"\ntest isolation: {s['fixture_overhead_ms']:.2f} ms per test")
@@ -273,6 +283,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 ),
                 "bulk": [] if args.skip_bulk else bulk(plain_dsn(url), args),
                 "search": [] if args.skip_search else await search.run(server, smoke=args.smoke),
+                "http": None if args.skip_http or args.only else await end_to_end(server, args),
             }
         finally:
             await server.drop_database(url)

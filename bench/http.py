@@ -175,7 +175,12 @@ def measure(url: URL, tokens: list[str], *, rounds: int, seconds: int) -> list[d
     return rows
 
 
-def report(rows: list[dict[str, Any]]) -> str:
+def report(rows: list[dict[str, Any]] | str | None) -> str:
+    """Return the table of ``measure``'s rows (or why it did not run)."""
+    if rows is None:
+        return ""
+    if isinstance(rows, str):
+        return f"\nend to end over HTTP: {rows}\n"
     lines = ["\nend to end over HTTP (wrk -t1 -c32, uvicorn, 1 worker; requests/s, median)\n"]
     for row in rows:
         rates, p99 = row["requests_per_s"], row["p99_ms"]

@@ -8,22 +8,28 @@ SQL, as roles the policy applies to.
 import asyncio
 import uuid
 
+import asyncpg
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_db import (
+    AppDBError,
     CustomerCreate,
     CustomerUpdate,
     InvalidInputError,
     NotFoundError,
     create_sessionmaker,
     customers,
+    fastpath,
     ownership,
     transaction,
 )
+from app_db.engine import create_engine, dispose
 from app_db.models import User
+from tests.conftest import settings
 from tests.factories import make_user
 
 
@@ -139,3 +145,62 @@ async def test_concurrent_lookups_of_several_scopes_each_get_their_own_answer(
 
     for (scope, cid), seen in zip(asked, found, strict=True):
         assert seen == (scope is None or owners[cid] == scope), (scope, cid)
+
+
+async def test_scoped_reads_borrow_a_connection_in_a_read_only_transaction_of_their_own(
+    own_database: URL,
+) -> None:
+    """On an engine, a scoped session's first reads need no transaction of the session's."""
+    engine = create_engine(settings(own_database), pool_size=1, max_overflow=0)
+    maker = create_sessionmaker(engine)
+    try:
+        async with transaction(maker) as db:
+            a, b, _ = await two_owners(db)
+
+        async def names(owner: uuid.UUID | None) -> list[str]:
+            async with transaction(maker, owner=owner) as db:
+                page = await customers.list(db)
+                assert db.sync_session.get_transaction() is None  # borrowed: none began
+            return sorted(c.name for c in page.items)
+
+        asked = [a.id, b.id, None] * 20
+        found = await asyncio.gather(*(names(owner) for owner in asked))
+        expected = {
+            a.id: ["Acme", "Apex"],
+            b.id: ["Bolt"],
+            None: ["Acme", "Apex", "Bolt", "Nobody"],
+        }
+        assert found == [expected[owner] for owner in asked]
+
+        with pytest.raises(asyncpg.ReadOnlySQLTransactionError):
+            async with transaction(maker, owner=a.id) as db:
+                await fastpath.fetch(db, "DELETE FROM customers RETURNING id", read_only=True)
+        async with engine.connect() as connection:  # the one pooled connection, scope gone
+            assert await connection.scalar(text("SELECT app_db_owner()")) is None
+            assert await connection.scalar(text("SELECT count(*) FROM customers")) == 4
+    finally:
+        await dispose(engine)
+
+
+async def test_a_scoped_read_that_fails_drops_its_connection(own_database: URL) -> None:
+    """Never given back in the middle of its transaction, with its owner's scope set."""
+    engine = create_engine(settings(own_database), pool_size=1, max_overflow=0)
+    maker = create_sessionmaker(engine)
+    try:
+        async with transaction(maker) as db:
+            a, _, _ = await two_owners(db)
+        async with engine.connect() as connection:
+            first = await connection.scalar(text("SELECT pg_backend_pid()"))
+
+        with pytest.raises(AppDBError) as failed:
+            async with transaction(maker, owner=a.id) as db:
+                await fastpath.fetch(db, "SELECT 1 / 0", read_only=True)
+        assert "division by zero" in str(failed.value.__cause__)
+
+        async with engine.connect() as connection:
+            assert await connection.scalar(text("SELECT pg_backend_pid()")) != first
+            assert await connection.scalar(text("SELECT app_db_owner()")) is None
+        async with transaction(maker) as db:
+            assert len((await customers.list(db)).items) == 4
+    finally:
+        await dispose(engine)

@@ -6,9 +6,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 from sqlmodel import SQLModel
+from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app_db import customers, sessions, users
 from app_db.models import (
     Customer,
     CustomerCreate,
@@ -21,6 +23,7 @@ from app_db.models import (
     UserRead,
 )
 from app_db.models import types as model_types
+from app_db.models.base import StoredRead
 
 NOW = datetime.now(UTC)
 READ_AND_INPUT = [
@@ -105,3 +108,53 @@ def test_a_read_model_still_refuses_a_value_of_the_wrong_type() -> None:
         UserRead.model_validate(values | {"created_at": NOW, "updated_at": NOW})
     with pytest.raises(ValidationError, match="created_at"):
         UserRead.model_validate(values | {"email": "a@example.com", "created_at": "yesterday"})
+
+
+class _NoValidation:
+    def validate_python(self, *_: Any, **__: Any) -> Any:
+        raise ValidatedAgainError
+
+
+async def test_rows_the_database_returned_become_read_models_without_validation(
+    db_session: AsyncSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user = await users.create(
+        db_session, UserCreate(email="ada@example.com", password=SecretStr("a long passphrase"))
+    )
+    customer = await customers.create(
+        db_session, CustomerCreate(name="Engines", email="e@example.com", owner_id=user.id)
+    )
+    await sessions.issue(db_session, user.id, ip="192.0.2.7", user_agent="curl/8")
+    await db_session.commit()  # every row as the database holds it, loaded again
+    loaded: list[tuple[type[StoredRead], object]] = [
+        (UserRead, await users.get(db_session, user.id)),
+        (CustomerRead, await customers.get(db_session, customer.id)),
+        (SessionRead, (await sessions.list_for_user(db_session, user.id))[0]),
+    ]
+    validated = [
+        (read, row, read.__pydantic_validator__.validate_python(row, from_attributes=True))
+        for read, row in loaded
+    ]
+
+    for read, row, expected in validated:
+        monkeypatch.setattr(read, "__pydantic_validator__", _NoValidation())
+        built = read.model_validate(row)
+        assert built.model_dump_json() == expected.model_dump_json()
+        assert built.model_fields_set == expected.model_fields_set
+        assert built.model_dump() == expected.model_dump()
+
+
+async def test_an_instance_changed_since_it_was_loaded_is_validated(
+    db_session: AsyncSession,
+) -> None:
+    user = await users.create(
+        db_session, UserCreate(email="ada@example.com", password=SecretStr("a long passphrase"))
+    )
+    await db_session.commit()
+    loaded = await users.get(db_session, user.id)
+    assert loaded is not None
+    assert UserRead.model_validate(loaded).is_active is True
+
+    loaded.is_active = "maybe"  # type: ignore[assignment]
+    with pytest.raises(ValidationError, match="is_active"):
+        UserRead.model_validate(loaded)

@@ -1,10 +1,11 @@
 """The declarative base: one registry whose metadata names every constraint and index."""
 
-from typing import Self
+from typing import Any, Self
 
 from pydantic import ConfigDict, PrivateAttr, model_validator
 from sqlalchemy import MetaData
 from sqlalchemy.orm import registry
+from sqlalchemy.orm.state import InstanceState
 from sqlmodel import SQLModel
 
 NAMING_CONVENTION = {
@@ -55,3 +56,53 @@ class CheckedInput(AppModel):
     def checked(self) -> bool:
         """Return whether pydantic validated this instance (not so after ``model_construct``)."""
         return self._checked
+
+
+class StoredRead(AppModel):
+    """A read schema that takes a row loaded from the database as it is.
+
+    ``model_validate`` of a table instance that the database returned (persistent or
+    detached, unchanged since, every field loaded) copies its values without validating
+    them: app_db validated them on the way in, and the database's types hold them. Anything
+    else (a mapping, a new or changed instance) is validated as usual. Building 50 read
+    models for a page then costs about what building the instances did.
+    """
+
+    @classmethod
+    def model_validate(  # type: ignore[override]  # SQLModel's signature, as SQLModel does
+        cls,
+        obj: Any,
+        *,
+        strict: bool | None = None,
+        from_attributes: bool | None = None,
+        context: dict[str, Any] | None = None,
+        update: dict[str, Any] | None = None,
+    ) -> Self:
+        if strict is None and context is None and update is None:
+            values = _stored_values(obj, cls.__pydantic_fields__)
+            if values is not None:
+                built = _new(cls)
+                _set(built, "__dict__", values)
+                _set(built, "__pydantic_fields_set__", set(values))
+                _set(built, "__pydantic_extra__", None)
+                _set(built, "__pydantic_private__", None)
+                return built
+        return super().model_validate(
+            obj, strict=strict, from_attributes=from_attributes, context=context, update=update
+        )
+
+
+def _stored_values(obj: object, fields: dict[str, Any]) -> dict[str, Any] | None:
+    """Return the field values of an unchanged instance loaded from the database, else None."""
+    state = getattr(obj, "_sa_instance_state", None)
+    if not isinstance(state, InstanceState) or state.key is None or state.modified:
+        return None
+    loaded = state.dict
+    try:
+        return {name: loaded[name] for name in fields}
+    except KeyError:  # expired or never loaded: let validation read it (and fail if it must)
+        return None
+
+
+_new = object.__new__
+_set = object.__setattr__

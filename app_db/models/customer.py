@@ -8,7 +8,7 @@ from pydantic import AwareDatetime, StringConstraints
 from sqlalchemy import CheckConstraint, Index, Text
 from sqlmodel import Field
 
-from app_db.models.base import AppModel, CheckedInput
+from app_db.models.base import AppModel, CheckedInput, StoredRead
 from app_db.models.columns import created_at_field, id_field, updated_at_field
 from app_db.models.types import (
     EMAIL_MAX_LENGTH,
@@ -57,7 +57,7 @@ class CustomerUpdate(CheckedInput):
     owner_id: uuid.UUID | None = None
 
 
-class CustomerRead(CustomerBase):
+class CustomerRead(CustomerBase, StoredRead):
     # Read fields trust what the database holds (``stored_as``): the same JSON schema, no
     # validator run again. (A docstring here would change the OpenAPI schema's description.)
     name: Annotated[str, stored_as(CustomerName)]

@@ -9,7 +9,7 @@ from pydantic import AfterValidator, AwareDatetime, StringConstraints
 from sqlalchemy import CheckConstraint, Index, LargeBinary, Text, text
 from sqlmodel import Field
 
-from app_db.models.base import AppModel
+from app_db.models.base import AppModel, StoredRead
 from app_db.models.columns import created_at_field, id_field
 from app_db.models.types import IPAddressType, PostgresText, TZDateTime, stored_as
 
@@ -44,7 +44,7 @@ class SessionUpdate(AppModel):
     revoked_at: AwareDatetime | None = None
 
 
-class SessionRead(SessionBase):
+class SessionRead(SessionBase, StoredRead):
     # Read fields trust what the database holds (``stored_as``): the same JSON schema, no
     # validator run again. (A docstring here would change the OpenAPI schema's description.)
     ip: Annotated[str, stored_as(IPAddress)] | None = None

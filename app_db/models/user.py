@@ -8,7 +8,7 @@ from pydantic import AwareDatetime, SecretStr, StringConstraints, ValidationInfo
 from sqlalchemy import CheckConstraint, Index, Text, func, true
 from sqlmodel import Field, col
 
-from app_db.models.base import AppModel, CheckedInput
+from app_db.models.base import AppModel, CheckedInput, StoredRead
 from app_db.models.columns import created_at_field, id_field, updated_at_field
 from app_db.models.password import PERSONAL, Password, is_personal
 from app_db.models.types import (
@@ -53,7 +53,7 @@ class UserUpdate(CheckedInput):
     display_name: DisplayName | None = None
 
 
-class UserRead(UserBase):
+class UserRead(UserBase, StoredRead):
     # Read fields trust what the database holds (``stored_as``): the same JSON schema, no
     # validator run again. (A docstring here would change the OpenAPI schema's description.)
     email: StoredEmail
