@@ -9,8 +9,9 @@ the transaction, raw SQL included. Until its transaction has begun, a scoped ses
 read-only lookups (``customers.list``, search) borrow a pooled connection, as unscoped reads
 do, and run in a ``READ ONLY`` transaction of their own under the same scope (see
 ``fastpath.run_borrowed``); every other statement, and every statement once the session's
-transaction has begun, runs on the session's own connection, in its transaction. A session without an owner sees every row, customers with no owner included; a
-scoped one never sees those.
+transaction has begun, runs on the session's own connection, in its transaction. A session
+without an owner sees every row, customers with no owner included; a scoped one never sees
+those.
 
 PostgreSQL enforces the policy for every role but superusers and roles with ``BYPASSRLS``; the
 migration makes it apply to the table's owner too (``FORCE ROW LEVEL SECURITY``).

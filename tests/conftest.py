@@ -49,6 +49,11 @@ def telemetry() -> Telemetry:
     return TELEMETRY
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Hand out the slow tests first: the workers then share the quick ones at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def no_secret_in_what_the_run_exported() -> Iterator[None]:
     """After the run (each worker's share of it): no span or log record holds a secret.
