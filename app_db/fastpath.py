@@ -77,6 +77,17 @@ async def fetch(
         return await on_engines(
             engine, lambda chosen: run_borrowed(chosen, sql, args, owner=owner), replica
         )
+    return await fetch_in_transaction(db, sql, *args)
+
+
+async def fetch_in_transaction(db: AsyncSession, sql: str, *args: object) -> Sequence[Row]:
+    """Run one statement on the session's own connection, in its transaction, and return rows.
+
+    The transaction begins here if it has not (SQLAlchemy's ``BEGIN``, with the owner's scope
+    when the session has one); the statement itself goes to asyncpg directly, as ``fetch``'s
+    do. For writes: what it writes commits or rolls back with the session's transaction.
+    Pending ORM changes are not flushed first: flush them if the statement depends on them.
+    """
     connection = await db.connection()
     sync = connection.sync_connection
     assert sync is not None
@@ -371,13 +382,16 @@ def _detached(
     primary_key: tuple[str, ...],
 ) -> M:
     instance: M = _new(model)
+    state = InstanceState(instance, manager)
+    values["_sa_instance_state"] = state  # where SQLAlchemy keeps it: one attribute set less
     _set(instance, "__dict__", values)
     _set(instance, "__pydantic_fields_set__", set(names))
     _set(instance, "__pydantic_extra__", None)
     _set(instance, "__pydantic_private__", None)
-    state = InstanceState(instance, manager)
-    _set(instance, "_sa_instance_state", state)
-    state.key = (model, tuple([values[name] for name in primary_key]), None)
+    key = (
+        (values[primary_key[0]],) if len(primary_key) == 1 else tuple(map(values.get, primary_key))
+    )
+    state.key = (model, key, None)
     return instance
 
 

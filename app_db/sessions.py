@@ -83,12 +83,14 @@ async def issue(
         min(lifetime, policy.max_lifetime),
     )
     capped = policy.max_per_user > 0
-    connection = await db.connection()
-    result = await connection.exec_driver_sql(
+    if db.new or db.dirty or db.deleted:
+        await db.flush()  # a user added in this transaction must be there for the foreign key
+    rows = await fastpath.fetch_in_transaction(
+        db,
         ISSUE_CAPPED_SQL if capped else ISSUE_SQL,
-        (*values, policy.max_per_user - 1) if capped else values,
+        *((*values, policy.max_per_user - 1) if capped else values),
     )
-    row = result.mappings().one()
+    row = rows[0]
     session = fastpath.load_values(db, Session, _session_values(row))
     db.add(session)  # persistent already: joins the session's identity map, no INSERT
     client = Client(address, agent)

@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -18,6 +19,11 @@ from app_db.testing.embedded import EmbeddedCluster, load_wheel
 from app_db.testing.replication import ReplicatedPair, server_binaries
 from app_db.testing.server import TestServer, migrate
 from tests.telemetry import Telemetry, install, leaks
+
+if sys.platform != "win32":
+    import fcntl
+else:  # pragma: no cover - no file locks to share: the tests run as they come
+    fcntl = None
 
 TELEMETRY = install()  # before any engine or span: the SDK records the whole run
 DATABASE_VARIABLES = tuple(name.upper() for name in Settings.model_fields)
@@ -52,6 +58,31 @@ def telemetry() -> Telemetry:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Hand out the slow tests first: the workers then share the quick ones at the end."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+@pytest.fixture(autouse=True)
+def apart_from_the_heavy(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
+    """Keep a ``timed`` test from running while another worker runs a ``cpu_heavy`` one.
+
+    The timed tests bound latencies that a quiet machine meets with room to spare; an
+    install or a type check on the other cores starves them. Both kinds take one lock,
+    shared by the workers of a run (a file in the run's temporary folder); the rest run free.
+    """
+    node = request.node
+    if fcntl is None or not (
+        node.get_closest_marker("timed") or node.get_closest_marker("cpu_heavy")
+    ):
+        yield
+        return
+    lock = tmp_path_factory.getbasetemp().parent / "app-db-timed.lock"
+    with lock.open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(held, fcntl.LOCK_UN)
 
 
 @pytest.fixture(scope="session", autouse=True)

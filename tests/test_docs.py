@@ -97,6 +97,7 @@ def test_a_run_block_runs(example: CodeExample, own_database: URL, tmp_path: Pat
     assert done.returncode == 0, f"{where(example)}:\n{done.stdout}{done.stderr}"
 
 
+@pytest.mark.cpu_heavy
 def test_the_blocks_type_check(tmp_path: Path) -> None:
     blocks = tmp_path / "blocks"
     blocks.mkdir()

@@ -22,7 +22,7 @@ from app_db.testing.plugin import run_in_thread
 from app_db.testing.server import TestServer
 from tests import tutorial
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.cpu_heavy]
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -60,6 +60,7 @@ async def seeded_token(engine: AsyncEngine) -> str:
     return token
 
 
+@pytest.mark.timed
 async def test_killed_backends_are_replaced_without_a_restart(own_database: URL) -> None:
     engine = create_engine(settings(own_database, database_pool_size=5))
     maker = create_sessionmaker(engine)

@@ -31,6 +31,7 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+@pytest.mark.cpu_heavy
 def test_schemathesis_finds_no_failure(own_database: URL, tmp_path: Path) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"

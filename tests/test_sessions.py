@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app_db import InvalidInputError, NotFoundError, sessions
+from app_db import InvalidInputError, NotFoundError, sessions, transaction
 from app_db.models import User
 from app_db.settings import SessionSettings
 from tests.factories import make_user
@@ -275,3 +276,43 @@ async def test_purge_deletes_expired_sessions_only(db_session: AsyncSession) -> 
     assert await sessions.validate(db_session, live, settings=POLICY) is not None
     with pytest.raises(InvalidInputError):
         await sessions.purge_expired(db_session, batch_size=0)
+
+
+async def test_an_issued_session_is_part_of_the_callers_transaction(
+    db_sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    """The INSERT goes to the driver directly, yet commits or rolls back with the caller."""
+    async with transaction(db_sessionmaker) as db:
+        user = await make_user(db)
+
+    class AbandonedError(Exception):
+        pass
+
+    issued: list[str] = []
+
+    async def issue_then_fail() -> None:
+        async with transaction(db_sessionmaker) as db:
+            token, _ = await sessions.issue(db, user.id)
+            issued.append(token)
+            assert await sessions.validate(db, token) is not None  # seen inside
+            raise AbandonedError
+
+    with pytest.raises(AbandonedError):
+        await issue_then_fail()
+    dropped = issued[0]
+    async with transaction(db_sessionmaker) as db:
+        kept, _ = await sessions.issue(db, user.id)
+
+    async with transaction(db_sessionmaker) as db:
+        assert await sessions.validate(db, dropped) is None
+        assert await sessions.validate(db, kept) is not None
+
+
+async def test_issue_for_a_user_added_in_the_same_transaction(db_session: AsyncSession) -> None:
+    """A user still pending in the session is flushed before the session row refers to it."""
+    user = User(email="pending@example.com", password_hash="$argon2id$stand-in")
+    db_session.add(user)
+    token, session = await sessions.issue(db_session, user.id)
+
+    assert session.user_id == user.id
+    assert await sessions.validate(db_session, token) is not None
