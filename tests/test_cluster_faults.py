@@ -23,7 +23,7 @@ from app_db.errors import ConfigurationError
 from app_db.settings import load_settings
 from app_db.testing.embedded import EmbeddedCluster
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("servers")]
 PASSWORD = "Sw0rdfish-never-logged"
 
 

@@ -25,7 +25,7 @@ from app_db.engine import dispose
 from app_db.testing.replication import ReplicatedPair
 from tests.replicas import on_node
 
-pytestmark = [pytest.mark.slow, pytest.mark.timed]
+pytestmark = [pytest.mark.slow, pytest.mark.timed, pytest.mark.xdist_group("servers")]
 WRITERS = 4
 
 

@@ -35,7 +35,7 @@ from app_db.settings import Settings
 from tests.conftest import settings
 from tests.factories import make_user
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("servers")]
 
 
 async def terminate_backends(url: URL) -> int:

@@ -24,7 +24,7 @@ from app_db.testing.replication import ReplicatedPair
 from tests.factories import make_user
 from tests.replicas import both, caught_up, replica_state
 
-pytestmark = [pytest.mark.slow, pytest.mark.timed]
+pytestmark = [pytest.mark.slow, pytest.mark.timed, pytest.mark.xdist_group("servers")]
 FROZEN_FOR = 5.0
 READERS = 32
 

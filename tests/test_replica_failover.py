@@ -16,7 +16,7 @@ from tests.conftest import settings
 from tests.factories import make_user
 from tests.tcp_proxy import Proxy
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("servers")]
 
 
 @pytest_asyncio.fixture(loop_scope="session")

@@ -47,7 +47,7 @@ from tests.replicas import both, caught_up, on_node, replica_state
 from tests.telemetry import Telemetry
 from tests.test_observability import metric_points
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("servers")]
 STILL_LIVE_ON_STANDBY = "SELECT revoked_at IS NULL FROM sessions WHERE token_hash = $1"
 
 
