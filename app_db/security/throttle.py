@@ -112,17 +112,20 @@ counted AS (
     RETURNING t.key
 )
 SELECT
-    extract(epoch FROM (SELECT until FROM blocked) - now()) AS wait,
+    extract(epoch FROM (SELECT until FROM blocked) - clock_timestamp()) AS wait,
     (SELECT count(*) FROM counted) AS counted
 """  # noqa: S608 - built from constants only
 """Refuse the attempt while a counter's delay runs (``wait`` in seconds), else count it.
+
+The wait is measured from the clock, not from ``now()`` (the transaction's start): a delay
+that a later-started attempt set must not read as longer than it is.
 
 ``$1`` the keys, ``$2`` their free failures, ``$3`` the base delay, ``$4`` the longest,
 ``$5`` the window.
 """
 
 WAIT_SQL = """
-SELECT extract(epoch FROM max(blocked_until) - now()) AS wait
+SELECT extract(epoch FROM max(blocked_until) - clock_timestamp()) AS wait
 FROM throttles WHERE key = ANY($1::bytea[]) AND blocked_until > now()
 """
 
