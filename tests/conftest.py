@@ -55,11 +55,6 @@ def telemetry() -> Telemetry:
     return TELEMETRY
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Hand out the slow tests first: the workers then share the quick ones at the end."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
-
-
 @pytest.fixture(autouse=True)
 def apart_from_the_heavy(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
