@@ -1,5 +1,6 @@
 """Bulk import of customers through PostgreSQL COPY, in bounded chunks."""
 
+import asyncio
 import re
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
@@ -19,6 +20,9 @@ from app_db.validation import validated
 NOT_THE_OWNER = "must be the owner the transaction is scoped to, or none"
 
 DEFAULT_CHUNK_ROWS = 50_000
+STAGED_ROWS = 5_000
+"""The rows of one staged batch, held in memory while the batch before it is moved."""
+_YIELD_EVERY = 500
 _COLUMNS = ("id", "name", "email", "phone", "owner_id")
 _COPY_LINE = re.compile(r"^COPY \S+, \S+ (\d+)")
 """The error context of a row that COPY refused: ``COPY customers, line 7001`` (1-based)."""
@@ -48,9 +52,10 @@ async def bulk_import(
     In a session scoped to an owner, every row gets that owner (a row naming another one is
     refused). PostgreSQL refuses ``COPY FROM`` into a table whose row-level security applies to
     the role (every role but superusers, ``BYPASSRLS`` roles, and table owners without
-    ``FORCE``): for those, each chunk is copied into a temporary table and moved with one
-    ``INSERT ... SELECT``, which the policy checks. That needs the ``TEMPORARY`` privilege on
-    the database.
+    ``FORCE``): for those, rows go in batches of up to ``STAGED_ROWS`` (or ``chunk_rows``, if
+    smaller), each copied into a temporary table and moved with one ``INSERT ... SELECT``,
+    which the policy checks, while the next batch is validated. That needs the ``TEMPORARY``
+    privilege on the database.
     """
     if chunk_rows < 1:
         raise InvalidInputError("must be at least 1", field="chunk_rows")
@@ -80,9 +85,8 @@ async def _load(
     driver = await _driver_in_transaction(db)
     await db.flush()
     owner = owner_of(db)
-    staged = await driver.fetchval(POLICY_APPLIES_SQL)
-    if staged:
-        await driver.execute(STAGING_SQL)
+    if await driver.fetchval(POLICY_APPLIES_SQL):
+        return await _staged(driver, source, min(chunk_rows, STAGED_ROWS), owner)
     loaded = 0
     while True:
         chunk = _Chunk(loaded, owner)
@@ -91,10 +95,53 @@ async def _load(
             if isinstance(source, AsyncIterator)
             else chunk.records(source, chunk_rows)
         )
-        sent = await (_stage if staged else _copy)(driver, records, chunk)
+        sent = await _copy(driver, records, chunk)
         loaded += sent
         if sent < chunk_rows:
             return loaded
+
+
+async def _staged(
+    driver: asyncpg.Connection,
+    source: Iterator[CustomerRow] | AsyncIterator[CustomerRow],
+    batch_rows: int,
+    owner: uuid.UUID | None,
+) -> int:
+    """Load through the staging table, validating each batch while the last one is moved.
+
+    The server's ``INSERT ... SELECT`` of one batch and this process's validation of the next
+    overlap, as they do in a streamed COPY; a batch is held in memory meanwhile, which is why
+    batches are smaller than COPY's chunks. A row of an earlier batch that the database refuses
+    is reported before a bad row of the batch being validated.
+    """
+    await driver.execute(STAGING_SQL)
+    chunk = _Chunk(0, owner)
+    records = await chunk.collected(source, batch_rows)
+    loaded = 0
+    while records:
+        await _copy(driver, records, chunk, table=STAGING)
+        loaded += len(records)
+        if len(records) < batch_rows:
+            await _move(driver, chunk)
+            return loaded
+        following = _Chunk(loaded, owner)
+        collecting = asyncio.ensure_future(following.collected(source, batch_rows))
+        try:
+            await _move(driver, chunk)
+        except BaseException:
+            _abandon(collecting)
+            raise
+        chunk, records = following, await collecting
+    return loaded
+
+
+def _abandon(task: "asyncio.Future[Any]") -> None:
+    """Stop a batch's validation whose result no longer matters, its error included."""
+    if task.done():
+        if not task.cancelled():
+            task.exception()  # retrieved: asyncio would log it as never retrieved
+    else:
+        task.cancel()
 
 
 class _Chunk:
@@ -133,6 +180,19 @@ class _Chunk:
                 raise _CallerError(exc) from None
             yield self._record(position, row)
 
+    async def collected(
+        self, source: Iterator[CustomerRow] | AsyncIterator[CustomerRow], limit: int
+    ) -> list[tuple[Any, ...]]:
+        """Return the records of up to ``limit`` rows, letting other tasks run now and then."""
+        if isinstance(source, AsyncIterator):
+            return [record async for record in self.async_records(source, limit)]
+        batch = []
+        for record in self.records(source, limit):
+            batch.append(record)
+            if len(batch) % _YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+        return batch
+
     def _record(self, position: int, row: CustomerRow) -> tuple[Any, ...]:
         data = validated(CustomerCreate, row, position=position)
         owner = data.owner_id
@@ -154,6 +214,8 @@ class _Chunk:
         position = self.start + int(line[1]) - 1 if line else None
         if isinstance(error, asyncpg.ForeignKeyViolationError):
             missing = _missing_owner(error.detail)
+            if missing is None and len(self.owners) == 1:  # the key is withheld under RLS
+                missing = next(iter(self.owners))
             if missing is not None:
                 message = f"no user has the id {missing}"
                 position = self.owners.get(missing, position)
@@ -199,13 +261,8 @@ TRUNCATE {STAGING}
 """  # noqa: S608 - built from constants only
 
 
-async def _stage(
-    driver: asyncpg.Connection,
-    records: Iterable[tuple[Any, ...]] | AsyncIterable[tuple[Any, ...]],
-    chunk: _Chunk,
-) -> int:
-    """Copy one chunk into the staging table, then move it into ``customers`` at once."""
-    sent = await _copy(driver, records, chunk, table=STAGING)
+async def _move(driver: asyncpg.Connection, chunk: _Chunk) -> None:
+    """Move the staged rows of ``chunk`` into ``customers`` at once, and empty the stage."""
     try:
         await driver.execute(MOVE_SQL)
     except asyncpg.IntegrityConstraintViolationError as exc:
@@ -213,7 +270,6 @@ async def _stage(
         if refusal is None:
             raise
         raise refusal from exc
-    return sent
 
 
 async def _copy(

@@ -17,7 +17,14 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app_db import Settings, create_engine, create_sessionmaker, customers, transaction
+from app_db import (
+    InvalidInputError,
+    Settings,
+    create_engine,
+    create_sessionmaker,
+    customers,
+    transaction,
+)
 from app_db.engine import dispose
 from app_db.testing.embedded import EmbeddedCluster
 
@@ -25,6 +32,7 @@ pytestmark = pytest.mark.slow
 
 A = uuid.UUID("0191a000-0000-7000-8000-00000000000a")
 B = uuid.UUID("0191a000-0000-7000-8000-00000000000b")
+NO_USER = uuid.UUID("0191a000-0000-7000-8000-00000000000f")
 ROLES = (
     "CREATE ROLE app_owner LOGIN",
     "CREATE ROLE app_rw LOGIN",
@@ -118,3 +126,34 @@ async def test_copy_from_is_refused_under_the_policy_so_bulk_import_stages(
             await raw.copy_records_to_table("customers", records=[("x",)], columns=["name"])
     finally:
         await raw.close()
+
+
+async def test_a_staged_import_moves_batch_by_batch_and_reports_the_first_bad_row(
+    cluster: EmbeddedCluster,
+) -> None:
+    await set_up(cluster)
+    engine = engine_as(cluster.admin_url, "app_rw")
+    maker = create_sessionmaker(engine)
+    try:
+        async with transaction(maker, owner=A) as db:
+            rows = ({"name": f"Staged {i}"} for i in range(11))
+            assert await customers.bulk_import(db, rows, chunk_rows=3) == 11
+            assert await count(db, "name LIKE 'Staged %' AND owner_id = :a", a=A) == 11
+
+        late = [{"name": f"Late {i}"} for i in range(9)]
+        late[7] = {"name": ""}  # validated while the batch before it is moved
+        with pytest.raises(InvalidInputError) as bad:
+            async with transaction(maker, owner=A) as db:
+                await customers.bulk_import(db, late, chunk_rows=3)
+        assert (bad.value.position, bad.value.field) == (7, "name")
+
+        late[7], late[4] = {"name": "Late 7"}, {"name": ""}
+        with pytest.raises(InvalidInputError) as refused:  # the first batch's refusal wins
+            async with transaction(maker, owner=NO_USER) as db:
+                await customers.bulk_import(db, late, chunk_rows=3)
+        assert (refused.value.position, refused.value.field) == (0, "owner_id")
+
+        async with transaction(maker) as db:
+            assert await count(db, "name LIKE 'Late %'") == 0
+    finally:
+        await dispose(engine)
