@@ -96,3 +96,18 @@ async def test_null_pool_can_be_chosen() -> None:
         assert isinstance(engine.pool, NullPool)
     finally:
         await engine.dispose()
+
+
+async def test_a_connection_out_during_dispose_is_closed_when_it_comes_back(
+    engine: AsyncEngine,
+) -> None:
+    async with engine.connect() as connection:
+        await connection.execute(text("SELECT 1"))
+        raw = await connection.get_raw_connection()
+        driver = raw.driver_connection
+        assert driver is not None
+        await engine.dispose()  # what a shutdown or a turnover does while requests run
+        assert not driver.is_closed()
+    assert driver.is_closed()  # not queued in the replaced pool until the collector finds it
+    async with engine.connect() as connection:  # the new pool serves
+        assert (await connection.execute(text("SELECT 1"))).scalar_one() == 1

@@ -39,6 +39,23 @@ class CountingPool(AsyncAdaptedQueuePool):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.counters = Counters()
+        self.disposed = False
+
+    def dispose(self) -> None:
+        """Close the pooled connections, and each checked-out one as it comes back.
+
+        ``engine.dispose()`` replaces the pool; SQLAlchemy would queue a connection returned
+        to the old one after that, open until the garbage collector found it (asyncpg's
+        "unclosed connection" warning), its server session held meanwhile.
+        """
+        self.disposed = True
+        super().dispose()
+
+    def _do_return_conn(self, record: Any) -> None:
+        if self.disposed:
+            record.close()
+        else:
+            super()._do_return_conn(record)
 
     def _do_get(self) -> Any:  # the override point SQLAlchemy documents for pool classes
         started = time.perf_counter()
