@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -66,8 +67,11 @@ def apart_from_the_heavy(
     shared by the workers of a run (a file in the run's temporary folder); the rest run free.
     """
     node = request.node
-    if fcntl is None or not (
-        node.get_closest_marker("timed") or node.get_closest_marker("cpu_heavy")
+    alone = "PYTEST_XDIST_WORKER" not in os.environ  # one process: nothing runs beside it
+    if (
+        alone
+        or fcntl is None
+        or not (node.get_closest_marker("timed") or node.get_closest_marker("cpu_heavy"))
     ):
         yield
         return

@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_db.example import COOKIE, create_app
+from tests.web import asgi_client
 
 PASSWORD = "correct horse battery"
 
@@ -16,9 +17,7 @@ PASSWORD = "correct horse battery"
 async def client(
     db_sessionmaker: async_sessionmaker[AsyncSession],
 ) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(db_sessionmaker)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as client:
+    async with asgi_client(create_app(db_sessionmaker)) as client:
         yield client
 
 

@@ -19,6 +19,7 @@ from app_db.example import COOKIE, MIB, ExampleSettings, create_app
 from app_db.security.tokens import new_token
 from tests.conftest import settings
 from tests.test_example_app import PASSWORD, sign_up_and_log_in
+from tests.web import asgi_client
 
 BASE = "https://testserver"
 HEADER = "name,email,phone\n"
@@ -30,7 +31,7 @@ def limits(**values: Any) -> ExampleSettings:
 
 
 def client_for(app: Any, **options: Any) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE, **options)
+    return asgi_client(app, BASE, **options)
 
 
 @pytest_asyncio.fixture(loop_scope="session")

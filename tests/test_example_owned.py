@@ -9,6 +9,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_db.example import ExampleSettings, create_app
 from tests.test_example_app import sign_up_and_log_in
+from tests.web import asgi_client
 
 BASE = "https://shop.example.com"
 
@@ -17,7 +18,7 @@ async def client_of(
     maker: async_sessionmaker[AsyncSession], email: str
 ) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(maker, ExampleSettings(_env_file=None))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as c:
+    async with asgi_client(app, BASE) as c:
         await sign_up_and_log_in(c, email)
         yield c
 

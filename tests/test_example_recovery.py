@@ -12,6 +12,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_db.example import ExampleSettings, create_app
 from tests.test_example_app import PASSWORD, sign_up_and_log_in
+from tests.web import asgi_client
 
 BASE = "https://shop.example.com"
 NEW = "a brand new passphrase"
@@ -22,7 +23,7 @@ async def client(
     db_sessionmaker: async_sessionmaker[AsyncSession],
 ) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(db_sessionmaker, ExampleSettings(_env_file=None, public_url=BASE))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as c:
+    async with asgi_client(app, BASE) as c:
         yield c
 
 

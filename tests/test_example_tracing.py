@@ -11,6 +11,7 @@ from app_db.example import create_app
 from app_db.example.tracing import instrument, tree
 from tests.factories import PASSWORD
 from tests.telemetry import Telemetry
+from tests.web import asgi_client
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -19,8 +20,7 @@ async def client(
 ) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(db_sessionmaker)
     instrument(app)  # the suite's SDK provider is the global one
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as client:
+    async with asgi_client(app) as client:
         yield client
 
 

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_db.example import create_app
+from tests.web import asgi_client
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 WRITE = os.environ.get("APP_DB_WRITE_SNAPSHOTS") == "1"
@@ -60,10 +61,7 @@ async def client(
     db_sessionmaker: async_sessionmaker[AsyncSession],
 ) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(db_sessionmaker)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(
-        transport=transport, base_url="https://testserver", headers={"user-agent": "snapshot/1"}
-    ) as client:
+    async with asgi_client(app, headers={"user-agent": "snapshot/1"}) as client:
         yield client
 
 
