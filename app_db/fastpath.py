@@ -285,6 +285,9 @@ async def _on_driver(
     return rows
 
 
+_BEGIN_IN_SCOPE = "BEGIN READ ONLY; " + SET_SQL.replace("$1", "'{owner}'")
+
+
 async def _in_scope(
     driver: Any, owner: uuid.UUID, sql: str, args: tuple[object, ...], slow_after: float | None
 ) -> Sequence[Row]:
@@ -292,8 +295,7 @@ async def _in_scope(
     connection: asyncpg.Connection = driver
     # One round trip for both: a simple query may hold several statements. The owner's text
     # is a UUID's, parsed again here: hex digits and dashes only.
-    literal = f"'{uuid.UUID(str(owner))}'"
-    await connection.execute(f"BEGIN READ ONLY; {SET_SQL.replace('$1', literal)}")
+    await connection.execute(_BEGIN_IN_SCOPE.format(owner=uuid.UUID(str(owner))))
     rows = await _on_driver(connection, sql, args, slow_after)
     await connection.execute("COMMIT")
     return rows
