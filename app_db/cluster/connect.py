@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app_db.closing import close_if_cancelling
 from app_db.cluster.fencing import Fence
 from app_db.cluster.hosts import TARGET_ATTRS
 
@@ -64,8 +65,9 @@ class Connector:
         try:
             connection.run_async(lambda driver: self.fence.admit(driver, where))
         except BaseException:
-            with contextlib.suppress(Exception):
-                connection.terminate()
+            if not close_if_cancelling(connection):  # a refusal: close it gracefully
+                with contextlib.suppress(Exception):
+                    connection.terminate()
             raise
         self._failed_at.pop((params["host"], params["port"]), None)
         keep_alive(connection.driver_connection, self.tcp_user_timeout)

@@ -15,6 +15,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import AsyncAdaptedQueuePool, Pool, QueuePool
 
+from app_db.closing import close_if_cancelling
 from app_db.cluster.replica import replica_of
 from app_db.turns import TURN_SLOTS, turn_timeouts, wait_recorders, waiting
 
@@ -74,8 +75,11 @@ class CountingPool(AsyncAdaptedQueuePool):
         A backend killed while its connection sat in the pool or on its way back makes the
         graceful close fail (``BrokenPipeError``), which SQLAlchemy logs as an ERROR with a
         traceback although nothing is lost: the connection is gone either way. It is then
-        terminated and counted as invalidated instead.
+        terminated and counted as invalidated instead. A close made while the task is being
+        cancelled never waits for the server.
         """
+        if close_if_cancelling(connection):  # see app_db.closing
+            terminate = True
         if not terminate:
             self.logger.debug("Closing connection %r", connection)
             try:
