@@ -65,7 +65,7 @@ class Connector:
         try:
             connection.run_async(lambda driver: self.fence.admit(driver, where))
         except BaseException:
-            if not close_if_cancelling(connection):  # a refusal: close it gracefully
+            if not close_if_cancelling(connection):  # a refusal or an error: close it as usual
                 with contextlib.suppress(Exception):
                     connection.terminate()
             raise
