@@ -7,8 +7,8 @@ process's peak memory growth. Every load is rolled back.
 - ``lib``: ``bulk_import`` of mappings, as from a file: every row is validated as it streams;
 - ``lib-checked``: ``bulk_import`` of ``CustomerCreate`` instances validated before the clock
   starts (a ``CheckedInput`` is not validated again): the COPY path alone;
-- ``lib-checked-owned``: the same rows, each naming one owner, unscoped: the plain COPY of
-  owned rows, whose foreign key PostgreSQL checks row by row;
+- ``lib-owned``, ``lib-checked-owned``: the same rows, each naming one owner, unscoped: the
+  plain COPY of owned rows, whose foreign key PostgreSQL checks row by row;
 - ``lib-scoped``, ``lib-checked-scoped``: the same in a transaction scoped to an owner, as a
   role of its own that the row-level security policy binds (made for the run and dropped after
   it, outside the timing): PostgreSQL refuses it ``COPY FROM``, so the import stages each
@@ -40,6 +40,7 @@ from app_db.testing import settings_for
 MODES = (
     "raw",
     "lib",
+    "lib-owned",
     "lib-scoped",
     "lib-checked",
     "lib-checked-owned",
@@ -85,8 +86,9 @@ async def through_library(
         await engine.dispose()
 
 
-def mappings(rows: int) -> Iterator[dict[str, str]]:
-    return ({"name": n, "email": e, "phone": p} for n, e, p in fields(rows))
+def mappings(rows: int, owner: uuid.UUID | None = None) -> Iterator[dict[str, Any]]:
+    named = {} if owner is None else {"owner_id": str(owner)}
+    return ({"name": n, "email": e, "phone": p, **named} for n, e, p in fields(rows))
 
 
 ROLE_SQL = """
@@ -162,15 +164,15 @@ async def main(mode: str, rows: int, dsn: str) -> dict[str, float]:
     scoped = await bound_role(dsn) if mode.endswith(("-scoped", "-owned")) else None
     owner = None if scoped is None else scoped[2]
     checked: list[CustomerCreate] | None = None
+    named = owner if mode.endswith("-owned") else None
     if mode.startswith("lib-checked"):
-        named = owner if mode.endswith("-owned") else None
         checked = [
             CustomerCreate(name=n, email=e, phone=p, owner_id=named) for n, e, p in fields(rows)
         ]
     sampler = PeakSampler()
     started = time.perf_counter()
     sampler.__enter__()
-    source: Iterable[Any] = mappings(rows) if checked is None else checked
+    source: Iterable[Any] = mappings(rows, named) if checked is None else checked
     if mode == "raw":
         await raw(dsn, rows)
     elif mode == "orm":
