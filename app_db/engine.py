@@ -82,11 +82,6 @@ def _build(
         "pool_timeout": settings.database_pool_timeout,
         "pool_recycle": settings.database_pool_recycle,
         "pool_pre_ping": settings.database_pool_pre_ping,
-        # The connection returned last goes out first: light load (a few coalesced batches
-        # in flight) keeps using the same warm connections, whose statements are prepared and
-        # planned, rather than turning through every pooled one, including those that just
-        # replaced an overflow connection closed on its return; idle ones age out.
-        "pool_use_lifo": True,
         "echo": settings.database_echo,
         "hide_parameters": True,
         "connect_args": settings.connect_args(),
@@ -104,7 +99,7 @@ def _build(
     options.update(engine_options)
     options.setdefault("poolclass", stats.CountingPool)
     if options.get("poolclass") is NullPool:
-        for queue_only in ("pool_size", "max_overflow", "pool_timeout", "pool_use_lifo"):
+        for queue_only in ("pool_size", "max_overflow", "pool_timeout"):
             options.pop(queue_only, None)
     elif options["max_overflow"] >= 0:  # a cap on connections: borrowers queue for them fairly
         cap = options["pool_size"] + options["max_overflow"]

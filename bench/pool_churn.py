@@ -2,8 +2,8 @@
 
 Run as ``uv run python -m bench.pool_churn [WORKLOAD] [ROUNDS]`` (``sessions.validate``, 5
 rounds by default). Three engines on one benchmark database, the library's defaults (10 + 5,
-the connection returned last handed out first), the same first in, first out (SQLAlchemy's
-default), and no overflow (10 + 0), take turns at concurrency 32 with raw asyncpg (a pool of
+first in, first out), the same handing out the connection returned last (``pool_use_lifo``),
+and no overflow (10 + 0), take turns at concurrency 32 with raw asyncpg (a pool of
 15). Each turn first runs the naive ORM version of the workload on the same engine (untimed):
 it holds up to 15 connections, so with overflow the pool opens new connections and closes
 others, as other work of an app does. With ``--no-churn`` the turns run without it. It
@@ -31,7 +31,7 @@ from bench.lookups import WORKLOADS
 
 ENGINES: dict[str, dict[str, Any]] = {
     "10+5 (default)": {},
-    "10+5 FIFO": {"pool_use_lifo": False},
+    "10+5 LIFO": {"pool_use_lifo": True},
     "10+0": {"max_overflow": 0},
 }
 OPS = 5_000

@@ -87,18 +87,6 @@ async def test_transaction_rolls_back_on_error(
     assert await count_customers(db_session, "rolled back") == 0
 
 
-async def test_the_pool_hands_out_the_connection_returned_last(engine: AsyncEngine) -> None:
-    # LIFO: under light load the same few connections serve, warm (bench.pool_churn).
-    async with engine.connect() as first, engine.connect() as second:
-        pids = [await c.scalar(text("SELECT pg_backend_pid()")) for c in (first, second)]
-    # ``second`` went back first, ``first`` last.
-    async with engine.connect() as again:
-        assert await again.scalar(text("SELECT pg_backend_pid()")) == pids[0]
-    async with engine.connect() as again, engine.connect() as next_one:
-        assert await again.scalar(text("SELECT pg_backend_pid()")) == pids[0]
-        assert await next_one.scalar(text("SELECT pg_backend_pid()")) == pids[1]
-
-
 async def test_null_pool_can_be_chosen() -> None:
     engine = create_engine(
         settings(database_url=SecretStr("postgresql://app@127.0.0.1:1/nowhere")),
