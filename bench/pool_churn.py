@@ -1,4 +1,4 @@
-"""The cost of the default pool's overflow to coalesced lookups, in one process, interleaved.
+"""What the default pool's overflow and the pool's order cost a workload, in one process.
 
 Run as ``uv run python -m bench.pool_churn [WORKLOAD] [ROUNDS]`` (``sessions.validate``, 5
 rounds by default). Three engines on one benchmark database, the library's defaults (10 + 5,
