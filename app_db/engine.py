@@ -26,6 +26,7 @@ from app_db.errors import translated_errors
 from app_db.fastpath import DRIVER_READS, READ_TIMEOUT
 from app_db.observe import otel, slow, stats
 from app_db.observe.slow import SLOW_MS
+from app_db.pool import EnginePool
 from app_db.settings import Settings, load_settings
 from app_db.turns import TURN_SLOTS
 
@@ -97,7 +98,7 @@ def _build(
     if read_timeout is not None:
         options["execution_options"][READ_TIMEOUT] = read_timeout
     options.update(engine_options)
-    options.setdefault("poolclass", stats.CountingPool)
+    options.setdefault("poolclass", EnginePool)
     if options.get("poolclass") is NullPool:
         for queue_only in ("pool_size", "max_overflow", "pool_timeout"):
             options.pop(queue_only, None)
@@ -106,9 +107,12 @@ def _build(
         options["execution_options"] = {**options["execution_options"], TURN_SLOTS: cap}
     engine = create_async_engine(settings.sqlalchemy_url(), **options)
     connector.install(engine)
-    event.listen(engine.sync_engine.pool, "checkout", _refuse_closed_connection)
+    pool = engine.sync_engine.pool
+    if isinstance(pool, EnginePool):
+        pool.overflow_idle = settings.database_pool_overflow_idle
+    event.listen(pool, "checkout", _refuse_closed_connection)
     event.listen(engine.sync_engine, "handle_error", _drop_on_client_timeout)
-    stats.watch(engine.sync_engine.pool)
+    stats.watch(pool)
     url = engine.url
     listed = url.query.get("host")
     where = (

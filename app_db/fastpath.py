@@ -34,6 +34,7 @@ from app_db.errors import DISCONNECTS as _DISCONNECTS
 from app_db.errors import AppDBError, DatabaseUnavailableError
 from app_db.observe import slow
 from app_db.ownership import OWNER, SET_SQL
+from app_db.pool import EnginePool
 from app_db.turns import fair_turn
 
 DRIVER_READS = "app_db_driver_reads"
@@ -256,12 +257,17 @@ async def _drop(pooled: PoolProxiedConnection, cause: BaseException) -> None:
 async def _give_back(engine: AsyncEngine, pooled: PoolProxiedConnection) -> None:
     """Return a borrowed connection to the pool, in a greenlet when the pool must close it.
 
-    Nothing began on the connection, so its reset costs no round trip. A pool with a free slot
-    keeps it at no cost; a full queue (an overflow connection coming back) or a ``NullPool``
-    closes it, which awaits the driver and so needs SQLAlchemy's greenlet.
+    Nothing began on the connection, so its reset costs no round trip. A pool that closes
+    nothing on this return keeps it at no cost; one that closes a connection (an overflow
+    connection coming back to a full queue, a spare unused too long) or a ``NullPool`` needs
+    SQLAlchemy's greenlet, since the close awaits the driver.
     """
     pool = engine.sync_engine.pool
-    if isinstance(pool, QueuePool) and pool.checkedin() < pool.size():
+    if isinstance(pool, EnginePool):
+        quiet = pool.returns_quietly()
+    else:
+        quiet = isinstance(pool, QueuePool) and pool.checkedin() < pool.size()
+    if quiet:
         pooled.close()
     else:
         await greenlet_spawn(pooled.close)

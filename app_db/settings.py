@@ -86,6 +86,12 @@ class Settings(BaseSettings):
     database_max_overflow: int = Field(
         default=5, ge=0, description="extra connections opened under load"
     )
+    database_pool_overflow_idle: float = Field(
+        default=60.0,
+        ge=0,
+        description="seconds an extra connection may stay open unused before it closes (`0`: "
+        "it closes as soon as it is given back, as SQLAlchemy's pool does)",
+    )
     database_pool_timeout: float = Field(
         default=10.0, gt=0, description="seconds to wait for a free connection"
     )

@@ -1,12 +1,14 @@
 """What the default pool's overflow and the pool's order cost a workload, in one process.
 
 Run as ``uv run python -m bench.pool_churn [WORKLOAD] [ROUNDS]`` (``sessions.validate``, 5
-rounds by default). Three engines on one benchmark database, the library's defaults (10 + 5,
-first in, first out), the same handing out the connection returned last (``pool_use_lifo``),
-and no overflow (10 + 0), take turns at concurrency 32 with raw asyncpg (a pool of
-15). Each turn first runs the naive ORM version of the workload on the same engine (untimed):
-it holds up to 15 connections, so with overflow the pool opens new connections and closes
-others, as other work of an app does. With ``--no-churn`` the turns run without it. It
+rounds by default). Four engines on one benchmark database take turns at concurrency 32 with
+raw asyncpg (a pool of 15): the library's defaults (10 + 5, first in, first out, overflow
+kept as spares for ``DATABASE_POOL_OVERFLOW_IDLE`` seconds); the same with overflow closed on
+its return, as SQLAlchemy's pool does (``DATABASE_POOL_OVERFLOW_IDLE=0``); that, handing out
+the connection returned last (``pool_use_lifo``); and no overflow (10 + 0). Each turn first
+runs the naive ORM version of the workload on the same engine (untimed): it holds up to 15
+connections, so an overflow that closes on its return makes the pool open new connections
+and close others, as other work of an app does. With ``--no-churn`` the turns run without it. It
 prints each engine's median rate and the connections its pool opened and closed during the
 timed part.
 """
@@ -29,10 +31,12 @@ from bench.database import create_database, plain_dsn, seed
 from bench.harness import throughput
 from bench.lookups import WORKLOADS
 
-ENGINES: dict[str, dict[str, Any]] = {
-    "10+5 (default)": {},
-    "10+5 LIFO": {"pool_use_lifo": True},
-    "10+0": {"max_overflow": 0},
+NO_SPARES = {"database_pool_overflow_idle": 0}
+ENGINES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {  # settings, engine options
+    "10+5 (default)": ({}, {}),
+    "10+5 no spares": (NO_SPARES, {}),
+    "no spares, LIFO": (NO_SPARES, {"pool_use_lifo": True}),
+    "10+0": ({}, {"max_overflow": 0}),
 }
 OPS = 5_000
 CHURN_OPS = 1_000
@@ -50,7 +54,10 @@ async def main(workload: str, rounds: int, *, churn: bool) -> None:
         try:
             data = await seed(url, users=10_000, customers=20_000)
             pool = await asyncpg.create_pool(plain_dsn(url), min_size=10, max_size=15)
-            engines = {name: create_engine(settings_for(url), **o) for name, o in ENGINES.items()}
+            engines = {
+                name: create_engine(settings_for(url).model_copy(update=changed), **options)
+                for name, (changed, options) in ENGINES.items()
+            }
             counts = {name: Counter[str]() for name in engines}
             variants = {
                 name: WORKLOADS[workload](pool, engine, create_sessionmaker(engine), data)

@@ -366,7 +366,10 @@ async def test_a_connection_the_server_dropped_is_closed_quietly(
     own_database: URL, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A graceful close that fails because the server went first: no ERROR, one invalidated."""
-    engine = create_engine(settings(own_database, database_pool_size=1))
+    # No spares: the overflow connection closes as it comes back (as SQLAlchemy's pool does).
+    engine = create_engine(
+        settings(own_database, database_pool_size=1, database_pool_overflow_idle=0)
+    )
     dialect = engine.sync_engine.dialect
     terminated: list[object] = []
     real_terminate = dialect.do_terminate

@@ -75,7 +75,8 @@ def check_command(args: argparse.Namespace) -> int:
     say(f"server: PostgreSQL {version}")
     say(f"migrations: {config or 'app_db only'}")
     say(
-        f"pool: size {settings.database_pool_size}, max overflow {settings.database_max_overflow},"
+        f"pool: size {settings.database_pool_size}, max overflow {settings.database_max_overflow}"
+        f" (idle up to {settings.database_pool_overflow_idle:g} s),"
         f" timeout {settings.database_pool_timeout:g} s, recycle {settings.database_pool_recycle}"
         f" s, pre-ping {'on' if settings.database_pool_pre_ping else 'off'}"
     )
