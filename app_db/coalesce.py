@@ -213,12 +213,13 @@ async def fetchrow(
                 if replica is None:
                     return await found.get(key)
                 return await fastpath.on_engines(
-                    engine, lambda chosen: _get(chosen, lookup, key), replica
+                    engine, lambda chosen: get_borrowed(chosen, lookup, key), replica
                 )
     return await fastpath.fetchrow(db, lookup.one_sql, key, *lookup.args, read_only=read_only)
 
 
-async def _get(engine: AsyncEngine, lookup: Lookup, key: object) -> fastpath.Row | None:
+async def get_borrowed(engine: AsyncEngine, lookup: Lookup, key: object) -> fastpath.Row | None:
+    """Return the row for ``key`` on a pooled connection of ``engine``: batched when it may."""
     found = batcher(engine, lookup)
     if found is None:  # a replica engine built without coalescing
         rows: Sequence[fastpath.Row] = await fastpath.run_borrowed(

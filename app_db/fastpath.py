@@ -370,15 +370,25 @@ def load_values(db: AsyncSession, model: type[M], values: dict[str, Any]) -> M:
 
     A new instance takes ``values`` as its ``__dict__``: the caller hands the dict over.
     """
-    manager, primary_key, names = _shape(model)
     identity_map = db.sync_session.identity_map
     if identity_map:
+        primary_key = _shape(model)[1]
         key = (model, tuple([values[name] for name in primary_key]), None)
         existing: M | None = identity_map.get(key)
         if existing is not None:
             for name, value in values.items():
                 set_committed_value(existing, name, value)
             return existing
+    return detached(model, values)
+
+
+def detached(model: type[M], values: dict[str, Any]) -> M:
+    """Return a persistent, detached instance for exactly the model's column values.
+
+    It takes ``values`` as its ``__dict__`` (the caller hands the dict over), without
+    validation; ``db.add(instance)`` joins it to a session, where changes flush as UPDATEs.
+    """
+    manager, primary_key, names = _shape(model)
     return _detached(model, manager, names, values, primary_key)
 
 

@@ -12,6 +12,7 @@ from functools import cache
 from pydantic import TypeAdapter
 from sqlalchemy import ColumnElement, and_, delete, exists, func, update
 from sqlalchemy import select as sa_select
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -137,7 +138,7 @@ def _session_values(row: fastpath.Row) -> dict[str, object]:
 @traced
 @typed_errors
 async def validate(
-    db: AsyncSession, token: str, *, settings: SessionSettings | None = None
+    db: AsyncSession | AsyncEngine, token: str, *, settings: SessionSettings | None = None
 ) -> tuple[Session, User] | None:
     """Return the live session and its active user for a token, else ``None``, in one query.
 
@@ -148,6 +149,11 @@ async def validate(
     ``app_db.fastpath``), and concurrent calls share one statement (see ``app_db.coalesce``).
     It reads the primary even with a read replica, so a revocation, a deactivation or an
     expiry takes effect at once, whatever the replica's lag.
+
+    Given an engine instead of a session (a request that only needs to know who is logged
+    in), it borrows a pooled connection for that one statement, as a session's first read
+    would, and builds no session: the instances are detached (``db.add`` them to a session
+    to change them).
     """
     if not is_well_formed(token):
         return None
@@ -156,12 +162,18 @@ async def validate(
     lookups = session_lookups.for_policy(
         policy.idle_timeout, policy.max_lifetime, policy.touch_interval
     )
-    row = await coalesce.fetchrow(db, lookups.validate, token_hash)
+    if isinstance(db, AsyncEngine):
+        row = await coalesce.get_borrowed(db, lookups.validate, token_hash)
+    else:
+        row = await coalesce.fetchrow(db, lookups.validate, token_hash)
     if row is None:
         return None
+    session_values = _session_values(row)
     user_values = {name: row[prefixed] for name, prefixed in _USER_COLUMNS}
+    if isinstance(db, AsyncEngine):
+        return fastpath.detached(Session, session_values), fastpath.detached(User, user_values)
     return (
-        fastpath.load_values(db, Session, _session_values(row)),
+        fastpath.load_values(db, Session, session_values),
         fastpath.load_values(db, User, user_values),
     )
 

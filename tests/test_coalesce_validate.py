@@ -8,7 +8,7 @@ from datetime import timedelta
 import asyncpg
 import pytest
 import pytest_asyncio
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -248,3 +248,36 @@ async def test_with_a_read_replica_validate_still_batches_on_the_primary(
         assert batching.batch_sizes(replica) == {}
     finally:
         await dispose(both)
+
+
+async def test_given_the_engine_validate_answers_alike_in_batches_and_builds_no_session(
+    engine: AsyncEngine, tokens: Tokens
+) -> None:
+    every = list(tokens.expected)
+    asked = [every[(n * 7) % len(every)] for n in range(300)]
+    answers = await asyncio.gather(
+        *(sessions.validate(engine, token, settings=POLICY) for token in asked)
+    )
+
+    for token, answer in zip(asked, answers, strict=True):
+        if answer is None:
+            assert tokens.expected[token] is None
+            continue
+        session, user = answer
+        assert (session.id, user.id) == tokens.expected[token]
+        assert session.user_id == user.id
+        assert inspect(session).detached  # persistent, in no session
+        assert inspect(user).detached
+        assert inspect(user).key == (type(user), (user.id,), None)
+    assert max(sizes(engine)) > 1  # they shared statements
+    maker = create_sessionmaker(engine)
+    found = await sessions.validate(engine, tokens.valid[0], settings=POLICY)
+    assert found is not None
+    async with transaction(maker) as db:  # joined to a session, a change flushes as an UPDATE
+        user = found[1]
+        db.add(user)
+        user.display_name = "changed on a detached login"
+    async with transaction(maker) as db:
+        again = await sessions.validate(db, tokens.valid[0], settings=POLICY)
+        assert again is not None
+        assert again[1].display_name == "changed on a detached login"

@@ -9,10 +9,11 @@ import httpx
 import pytest
 import pytest_asyncio
 from fastapi import FastAPI
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 import app_db.fastapi
+from app_db import coalesce
 from app_db.example import ExampleSettings, create_app
 from tests import tutorial
 from tests.test_example_app import PASSWORD
@@ -87,6 +88,34 @@ async def test_a_bearer_token_logs_in_without_a_cookie(client: httpx.AsyncClient
     assert unauthorized.status_code == 401
     assert unauthorized.headers["www-authenticate"] == "Bearer"
     assert unauthorized.json() == {"detail": "not logged in", "errors": []}
+
+
+async def test_the_logged_in_user_is_one_lookup_and_builds_no_session(engine: AsyncEngine) -> None:
+    """On an app's engine, ``CurrentUser`` borrows a connection for its one coalesced lookup."""
+    built: list[AsyncSession] = []
+
+    class Counted(AsyncSession):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            built.append(self)
+
+    maker = async_sessionmaker(engine, class_=Counted, expire_on_commit=False)
+    async with client_for(create_app(maker, ExampleSettings(_env_file=None))) as browser:
+        await signed_up(browser)
+        login = {"email": "ada@example.com", "password": PASSWORD}
+        token = (await browser.post("/token", json=login)).json()["access_token"]
+        auth = {"Authorization": f"Bearer {token}"}
+        assert (await browser.get("/me", headers=auth)).status_code == 200
+        built.clear()
+        looked_up = sum(map(sum, coalesce.batch_sizes(engine).values()))
+
+        for _ in range(5):
+            assert (await browser.get("/me", headers=auth)).json()["email"] == "ada@example.com"
+
+        assert built == []
+        assert sum(map(sum, coalesce.batch_sizes(engine).values())) == looked_up + 5
+        assert (await browser.post("/logout", headers=auth)).status_code == 204
+        assert (await browser.get("/me", headers=auth)).status_code == 401  # revoked: at once
 
 
 async def test_a_password_change_signs_the_other_devices_out(

@@ -6,17 +6,25 @@ instead (a test's, joined to its rolled-back transaction). ``Db`` is a session i
 transaction that commits when the handler succeeds and rolls back when it raises.
 """
 
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app_db import commit_position, create_engine, create_sessionmaker, health, transaction
+from app_db import (
+    commit_position,
+    create_engine,
+    create_sessionmaker,
+    fastpath,
+    health,
+    transaction,
+)
 from app_db.engine import dispose
 
 STATE = "app_db_sessionmaker"
@@ -62,6 +70,26 @@ async def get_sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]
 
 
 Sessionmaker = Annotated[async_sessionmaker[AsyncSession], Depends(get_sessionmaker)]
+
+_Known = tuple[dict[str, Any], AsyncEngine | None]
+_borrowing: "weakref.WeakKeyDictionary[async_sessionmaker[AsyncSession], _Known]"
+_borrowing = weakref.WeakKeyDictionary()
+
+
+def borrowing_engine(sessionmaker: async_sessionmaker[AsyncSession]) -> AsyncEngine | None:
+    """Return the engine whose pooled connection a new session's first read would borrow.
+
+    That is the sessionmaker's engine, unless its sessions hold a connection (a test's,
+    joined to its rolled-back transaction), are scoped or read at another isolation level
+    (see ``fastpath.borrowable``): then ``None``. Asked once per sessionmaker and settings.
+    """
+    known = _borrowing.get(sessionmaker)
+    if known is not None and known[0] == sessionmaker.kw:
+        return known[1]
+    probe = sessionmaker()
+    engine = fastpath.borrowable(probe)
+    _borrowing[sessionmaker] = (dict(sessionmaker.kw), engine)
+    return engine
 
 
 POSITION_COOKIE = "__Host-app-db-position"
