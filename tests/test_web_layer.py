@@ -99,6 +99,7 @@ async def test_the_logged_in_user_is_one_lookup_and_builds_no_session(engine: As
             super().__init__(*args, **kwargs)
             built.append(self)
 
+    maker: async_sessionmaker[AsyncSession]
     maker = async_sessionmaker(engine, class_=Counted, expire_on_commit=False)
     async with client_for(create_app(maker, ExampleSettings(_env_file=None))) as browser:
         await signed_up(browser)
