@@ -15,7 +15,7 @@ from sqlalchemy.orm.util import identity_key
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app_db import coalesce, fastpath
+from app_db import coalesce, fastpath, instances
 from app_db.bulk import NOT_THE_OWNER, bulk_import
 from app_db.errors import InvalidInputError, NotFoundError, row_required, typed_errors
 from app_db.models import Customer, CustomerCreate, CustomerUpdate
@@ -36,7 +36,7 @@ from app_db.pagination import (
 from app_db.validation import checked_uuid, validated
 
 _NOT_NULL = ("name",)
-_NAMES = fastpath.column_names(Customer)
+_NAMES = instances.column_names(Customer)
 _COLUMNS = ", ".join(_NAMES)
 _KEY_ONLY = ", ".join(name if name in ("created_at", "id") else "NULL" for name in _NAMES)
 _SELECT = f"SELECT {_COLUMNS} FROM customers"  # noqa: S608

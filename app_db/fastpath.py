@@ -14,15 +14,11 @@ import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from functools import cache
 from typing import Any, Protocol, TypeVar
 
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-from sqlalchemy.orm import class_mapper
 from sqlalchemy.orm.attributes import set_committed_value
-from sqlalchemy.orm.instrumentation import ClassManager
-from sqlalchemy.orm.state import InstanceState
 from sqlalchemy.pool import PoolProxiedConnection, QueuePool
 from sqlalchemy.util import greenlet_spawn
 from sqlmodel import SQLModel
@@ -32,6 +28,7 @@ from app_db.cluster.replica import Replica
 from app_db.cluster.routing import replica_for
 from app_db.errors import DISCONNECTS as _DISCONNECTS
 from app_db.errors import AppDBError, DatabaseUnavailableError
+from app_db.instances import column_names, detached, detached_all, primary_key_of
 from app_db.observe import slow
 from app_db.ownership import OWNER, SET_SQL
 from app_db.pool import EnginePool
@@ -357,12 +354,7 @@ def load_many(db: AsyncSession, model: type[M], rows: Sequence[Row]) -> list[M]:
     columns = column_names(model)
     if db.sync_session.identity_map:  # some may be the session's own: look each one up
         return [load_values(db, model, {name: row[name] for name in columns}) for row in rows]
-    manager, primary_key, names = _shape(model)
-    loaded = []
-    for row in rows:
-        values = {name: row[name] for name in columns}
-        loaded.append(_detached(model, manager, names, values, primary_key))
-    return loaded
+    return detached_all(model, ({name: row[name] for name in columns} for row in rows))
 
 
 def load_values(db: AsyncSession, model: type[M], values: dict[str, Any]) -> M:
@@ -372,60 +364,10 @@ def load_values(db: AsyncSession, model: type[M], values: dict[str, Any]) -> M:
     """
     identity_map = db.sync_session.identity_map
     if identity_map:
-        primary_key = _shape(model)[1]
-        key = (model, tuple([values[name] for name in primary_key]), None)
+        key = (model, tuple([values[name] for name in primary_key_of(model)]), None)
         existing: M | None = identity_map.get(key)
         if existing is not None:
             for name, value in values.items():
                 set_committed_value(existing, name, value)
             return existing
     return detached(model, values)
-
-
-def detached(model: type[M], values: dict[str, Any]) -> M:
-    """Return a persistent, detached instance for exactly the model's column values.
-
-    It takes ``values`` as its ``__dict__`` (the caller hands the dict over), without
-    validation; ``db.add(instance)`` joins it to a session, where changes flush as UPDATEs.
-    """
-    manager, primary_key, names = _shape(model)
-    return _detached(model, manager, names, values, primary_key)
-
-
-def _detached(
-    model: type[M],
-    manager: ClassManager[Any],
-    names: frozenset[str],
-    values: dict[str, Any],
-    primary_key: tuple[str, ...],
-) -> M:
-    instance: M = _new(model)
-    state = InstanceState(instance, manager)
-    values["_sa_instance_state"] = state  # where SQLAlchemy keeps it: one attribute set less
-    _set(instance, "__dict__", values)
-    _set(instance, "__pydantic_fields_set__", set(names))
-    _set(instance, "__pydantic_extra__", None)
-    _set(instance, "__pydantic_private__", None)
-    key = (
-        (values[primary_key[0]],) if len(primary_key) == 1 else tuple(map(values.get, primary_key))
-    )
-    state.key = (model, key, None)
-    return instance
-
-
-_new = object.__new__
-_set = object.__setattr__
-
-
-@cache
-def _shape(model: type[SQLModel]) -> tuple[ClassManager[Any], tuple[str, ...], frozenset[str]]:
-    """Return the model's class manager, primary key and column names (mappers configured)."""
-    mapper = class_mapper(model)  # configures the mappers on first use
-    primary_key = tuple(str(column.key) for column in mapper.primary_key)
-    return mapper.class_manager, primary_key, frozenset(column_names(model))
-
-
-@cache
-def column_names(model: type[SQLModel]) -> tuple[str, ...]:
-    """Return the model's column names, in table order."""
-    return tuple(str(column.key) for column in class_mapper(model, configure=False).columns)

@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 from functools import cache
 
-from app_db import fastpath
+from app_db import instances
 from app_db.coalesce import Lookup
 from app_db.models import Session, User
 
-SESSION_NAMES = fastpath.column_names(Session)
-USER_NAMES = fastpath.column_names(User)
+SESSION_NAMES = instances.column_names(Session)
+USER_NAMES = instances.column_names(User)
 _TOUCHED = ("expires_at", "last_seen_at")
 _FOUND = ", ".join(
     [f"s.{name}" for name in SESSION_NAMES] + [f"u.{name} AS u_{name}" for name in USER_NAMES]

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app_db import coalesce, fastpath, session_lookups
+from app_db import coalesce, fastpath, instances, session_lookups
 from app_db.errors import InvalidInputError, typed_errors
 from app_db.models import Session, User
 from app_db.models.session import USER_AGENT_MAX_LENGTH, IPAddress
@@ -171,7 +171,7 @@ async def validate(
     session_values = _session_values(row)
     user_values = {name: row[prefixed] for name, prefixed in _USER_COLUMNS}
     if isinstance(db, AsyncEngine):
-        return fastpath.detached(Session, session_values), fastpath.detached(User, user_values)
+        return instances.detached(Session, session_values), instances.detached(User, user_values)
     return (
         fastpath.load_values(db, Session, session_values),
         fastpath.load_values(db, User, user_values),

@@ -13,7 +13,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app_db import coalesce, fastpath, sessions
+from app_db import coalesce, fastpath, instances, sessions
 from app_db.errors import (
     InvalidInputError,
     InvalidTokenError,
@@ -49,7 +49,7 @@ from app_db.validation import checked_uuid, checked_uuid_or_none, validated, val
 
 DEFAULT_PURGE_BATCH = 1000
 _PASSWORD = TypeAdapter(Password)
-_USER_NAMES = fastpath.column_names(User)
+_USER_NAMES = instances.column_names(User)
 _BY_EMAIL = coalesce.by_key(
     "users.email", "users", _USER_NAMES, "lower(t.email) = lower({})", "text"
 )

@@ -5,6 +5,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
+from pydantic import ValidationError
 from sqlalchemy import event, inspect
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -12,7 +13,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_db import create_engine, create_sessionmaker, customers, sessions, users
 from app_db.fastpath import DRIVER_READS, _holds_connection
-from app_db.models import Customer, CustomerCreate
+from app_db.models import Customer, CustomerCreate, CustomerRead
 from app_db.testing import settings_for
 from tests.factories import make_user
 
@@ -74,6 +75,32 @@ async def test_new_rows_come_detached_and_can_be_added_and_changed(
     again = await customers.get(db_session, customer.id)
     assert again is not None
     assert again.name == "Tracked and changed"
+
+
+async def test_a_row_only_read_and_served_makes_no_instance_state(
+    db_session: AsyncSession,
+) -> None:
+    await customers.create(db_session, CustomerCreate(name="Only read"))
+    db_session.expunge_all()
+    customer = (await customers.list(db_session)).items[0]
+
+    assert CustomerRead.model_validate(customer).model_dump()["name"] == "Only read"
+    assert customer.model_dump()["name"] == customer.name == "Only read"
+    assert "Only read" in repr(customer)
+    assert "_sa_instance_state" not in customer.__dict__  # SQLAlchemy's state: not made
+
+    customer.name = 7  # type: ignore[assignment]  # a change makes it, and is tracked
+    assert inspect(customer).modified
+    with pytest.raises(ValidationError, match="name"):  # a changed row is validated again
+        CustomerRead.model_validate(customer)
+    customer.name = "Changed before it joined a session"
+    db_session.add(customer)
+    await db_session.flush()
+    db_session.expunge_all()
+    again = await customers.get(db_session, customer.id)
+    assert again is not None
+    assert again.name == "Changed before it joined a session"
+    assert inspect(Customer(name="built by the app")).transient  # construction is untouched
 
 
 async def test_pending_changes_are_flushed_before_a_read(db_session: AsyncSession) -> None:

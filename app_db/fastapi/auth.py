@@ -57,11 +57,12 @@ async def current_login(
     A request that carries both a cookie and a bearer token is served only when both are
     live and of one user: a credential that fails is never outweighed by another.
 
-    The lookup is one coalesced statement in a transaction of its own, not the request's
-    ``Db``: on an engine it borrows a pooled connection for that statement alone, so a
-    request that only reads the user builds no ORM session state and sends no ``BEGIN``
-    (see ``app_db.fastpath``). Like any first statement, it sees every committed write. The
-    instances it returns are detached: ``db.add(user)`` makes changes to them flush. It runs
+    The lookup is one coalesced statement of its own, not in the request's ``Db``: on the
+    app's engine it borrows a pooled connection for that statement alone, so a request that
+    only reads the user builds no session and sends no ``BEGIN`` (see ``app_db.fastpath``).
+    Like any first statement, it sees every committed write. The instances it returns are
+    detached: ``db.add(user)`` makes changes to them flush. With a sessionmaker whose sessions
+    hold a connection (a test's), it runs in a session on that connection instead. It runs
     once per request, whether the handler asks for ``CurrentLogin``, ``CurrentUser`` or both.
     """
     state = request.scope.setdefault("state", {})

@@ -8,6 +8,8 @@ from sqlalchemy.orm import registry
 from sqlalchemy.orm.state import InstanceState
 from sqlmodel import SQLModel
 
+from app_db.instances import LAZY_STATE
+
 NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
@@ -94,10 +96,12 @@ class StoredRead(AppModel):
 
 def _stored_values(obj: object, fields: dict[str, Any]) -> dict[str, Any] | None:
     """Return the field values of an unchanged instance loaded from the database, else None."""
-    state = getattr(obj, "_sa_instance_state", None)
-    if not isinstance(state, InstanceState) or state.key is None or state.modified:
-        return None
-    loaded = state.dict
+    loaded = getattr(obj, "__dict__", None)
+    if loaded is None or LAZY_STATE not in loaded:  # else loaded by app_db, and untouched
+        state = getattr(obj, "_sa_instance_state", None)
+        if not isinstance(state, InstanceState) or state.key is None or state.modified:
+            return None
+        loaded = state.dict
     try:
         return {name: loaded[name] for name in fields}
     except KeyError:  # expired or never loaded: let validation read it (and fail if it must)
