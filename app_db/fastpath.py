@@ -154,7 +154,9 @@ async def run_borrowed(
     """
     options = engine.sync_engine.get_execution_options()
     if not options.get(DRIVER_READS, True):
-        async with engine.connect() as borrowed:
+        # SQLAlchemy begins a transaction: commit it, or what the statement wrote (validate's
+        # touch) would be rolled back when the connection goes back.
+        async with engine.begin() as borrowed:
             if owner is not None:
                 await borrowed.exec_driver_sql(SET_SQL, (str(owner),))
             return await _through_sqlalchemy(borrowed, sql, args)

@@ -5,14 +5,17 @@ import os
 import sys
 import uuid
 from collections import Counter
+from datetime import timedelta
 
 import pytest
 from argon2 import PasswordHasher
 from pydantic import SecretStr
+from sqlalchemy import text
 from sqlalchemy.engine import URL
 
 from app_db import (
     DatabaseUnavailableError,
+    SessionSettings,
     Settings,
     create_engine,
     create_sessionmaker,
@@ -31,6 +34,11 @@ pytestmark = [
 ]
 TASKS = 50
 ROUNDS = 4
+DUE = (
+    "UPDATE sessions SET created_at = now() - interval '3 hours',"
+    " last_seen_at = now() - interval '2 hours' WHERE id = :id"
+)
+AGE = "SELECT now() - last_seen_at FROM sessions WHERE id = :id"
 
 
 async def load(url: URL, *, switch: bool) -> tuple[int, Counter[str]]:
@@ -127,3 +135,41 @@ async def test_without_the_switch_the_error_names_it(own_database: URL) -> None:
     assert check.returncode == 1
     assert "DATABASE_PGBOUNCER=true" in said.decode()
     assert len(said.decode().strip().splitlines()) == 1
+
+
+async def test_a_due_touch_is_kept_behind_pgbouncer(own_database: URL) -> None:
+    """validate's touch, sent on a borrowed connection through SQLAlchemy, is committed."""
+    policy = SessionSettings(
+        _env_file=None,
+        idle_timeout=timedelta(days=1),
+        max_lifetime=timedelta(days=2),
+        touch_interval=timedelta(hours=1),
+    )
+    with pgbouncer(own_database) as through:
+        url = SecretStr(through.render_as_string(hide_password=False))
+        engine = create_engine(Settings(_env_file=None, database_url=url, database_pgbouncer=True))
+        maker = create_sessionmaker(engine)
+        try:
+            async with transaction(maker) as db:
+                user = await users.create(
+                    db,
+                    UserCreate.model_validate(
+                        {"email": "t@example.com", "password": "long enough"}
+                    ),
+                )
+                token, issued = await sessions.issue(db, user.id, settings=policy)
+            ages = []
+            for validate_with in ("session", "engine"):
+                async with engine.begin() as connection:
+                    await connection.execute(text(DUE), {"id": issued.id})
+                if validate_with == "session":
+                    async with transaction(maker) as db:
+                        assert await sessions.validate(db, token, settings=policy) is not None
+                else:
+                    assert await sessions.validate(engine, token, settings=policy) is not None
+                async with engine.connect() as connection:
+                    ages.append(await connection.scalar(text(AGE), {"id": issued.id}))
+        finally:
+            await engine.dispose()
+
+    assert all(age < timedelta(minutes=1) for age in ages), ages
