@@ -57,12 +57,12 @@ def detached(model: type[M], values: dict[str, Any]) -> M:
     It takes ``values`` as its ``__dict__`` (the caller hands the dict over), without
     validation; ``db.add(instance)`` joins it to a session, where changes flush as UPDATEs.
     """
-    return _detached(model, fields_of(model), values)
+    return _detached(model, _fields(model), values)
 
 
 def detached_all(model: type[M], rows: Iterable[dict[str, Any]]) -> list[M]:
     """Return a ``detached`` instance for each dict of values (each handed over)."""
-    names = fields_of(model)
+    names = _fields(model)
     return [_detached(model, names, values) for values in rows]
 
 
@@ -81,12 +81,11 @@ _set = object.__setattr__
 
 
 @cache
-def fields_of(model: type[SQLModel]) -> frozenset[str]:
-    """Return the model's column names, with its state made on first use (mappers configured)."""
-    mapper = class_mapper(model)  # configures the mappers on first use
+def _fields(model: type[SQLModel]) -> frozenset[str]:
+    """Return the model's column names; first give the model its state on first use."""
     if STATE not in model.__dict__:
-        primary_key = tuple(str(column.key) for column in mapper.primary_key)
-        type.__setattr__(model, STATE, _StateOnFirstUse(mapper.class_manager, primary_key))
+        manager = class_mapper(model).class_manager  # configures the mappers on first use
+        type.__setattr__(model, STATE, _StateOnFirstUse(manager, primary_key_of(model)))
     return frozenset(column_names(model))
 
 

@@ -42,12 +42,13 @@ class EnginePool(AsyncAdaptedQueuePool):
     # ``logging.getLogger("sqlalchemy.pool")`` finds it, not in app_db's namespace.
     __module__ = "sqlalchemy.pool.impl"
 
-    def __init__(self, *args: Any, overflow_idle: float = 0.0, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.counters = Counters()
         self.disposed = False
-        self.overflow_idle = overflow_idle
-        """Seconds an overflow connection may wait unused before it closes (0: at once)."""
+        self.overflow_idle = 0.0
+        """Seconds an overflow connection may wait unused before it closes (0: at once);
+        ``create_engine`` sets it from ``DATABASE_POOL_OVERFLOW_IDLE``."""
         self._spares: list[tuple[float, ConnectionPoolEntry]] = []
         """Overflow connections that came back to a full pool, with when: the latest last."""
 
