@@ -23,6 +23,7 @@ from app_db import (
     create_sessionmaker,
     fastpath,
     health,
+    heap,
     transaction,
 )
 from app_db.engine import dispose
@@ -41,6 +42,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
     Give it to ``FastAPI(lifespan=lifespan)``, or enter it from a lifespan of your own
     (``async with lifespan(app): ...``). An app given a sessionmaker by ``use`` keeps it.
+    The app serves inside ``app_db.heap.frozen()``: what exists once it has started stays
+    out of the cyclic garbage collector's passes until it stops.
     """
     if getattr(app.state, STATE, None) is not None:
         yield
@@ -48,7 +51,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     engine = create_engine()
     use(app, create_sessionmaker(engine))
     try:
-        yield
+        with heap.frozen():
+            yield
     finally:
         setattr(app.state, STATE, None)
         await dispose(engine)

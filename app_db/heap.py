@@ -1,0 +1,35 @@
+"""What a process built at start-up, kept out of the cyclic garbage collector's passes.
+
+An app on app_db holds a large heap of long-lived objects once it has started: the modules
+of SQLAlchemy, SQLModel, pydantic and the web framework, the models' mappers and schemas,
+the engine. Python's cyclic garbage collector walks every one of them at each full
+collection. A server making garbage per request runs one every thousand requests or so,
+and walking that heap costs each request far more than its own work does. ``frozen()``
+moves what exists when it starts into the permanent generation (``gc.freeze()``), after
+a collection, and moves it back when the last ``frozen()`` block ends.
+
+Reference counting frees frozen objects as it always does; only a reference cycle among
+them, broken after start-up, waits until the block ends to be collected. ``lifespan`` of
+``app_db.fastapi`` runs the app inside ``frozen()``. To keep the collector walking
+everything, call ``gc.unfreeze()`` in a lifespan of your own, inside it.
+"""
+
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+_holders = [0]
+
+
+@contextmanager
+def frozen() -> Iterator[None]:
+    """Collect, then keep every object alive now out of the collector's passes, for the block."""
+    gc.collect()
+    gc.freeze()
+    _holders[0] += 1
+    try:
+        yield
+    finally:
+        _holders[0] -= 1
+        if not _holders[0]:
+            gc.unfreeze()
