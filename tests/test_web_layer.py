@@ -119,6 +119,24 @@ async def test_the_logged_in_user_is_one_lookup_and_builds_no_session(engine: As
         assert (await browser.get("/me", headers=auth)).status_code == 401  # revoked: at once
 
 
+async def test_an_override_of_the_sessionmaker_serves_the_login_as_it_serves_db(
+    db_sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    app = create_app(None, ExampleSettings(_env_file=None))  # no lifespan runs: no engine
+
+    async def given() -> async_sessionmaker[AsyncSession]:
+        return db_sessionmaker
+
+    app.dependency_overrides[app_db.fastapi.get_sessionmaker] = given
+    async with client_for(app) as browser:
+        await signed_up(browser)  # Db
+        login = {"email": "ada@example.com", "password": PASSWORD}
+        token = (await browser.post("/token", json=login)).json()["access_token"]
+        me = await browser.get("/me", headers={"Authorization": f"Bearer {token}"})  # CurrentUser
+        assert me.status_code == 200
+        assert me.json()["email"] == "ada@example.com"
+
+
 async def test_a_password_change_signs_the_other_devices_out(
     app: FastAPI, client: httpx.AsyncClient
 ) -> None:
