@@ -94,10 +94,33 @@ async def fetch_in_transaction(db: AsyncSession, sql: str, *args: object) -> Seq
         return await _through_sqlalchemy(connection, sql, args)
     pooled = sync.connection if not sync.invalidated else await connection.get_raw_connection()
     try:
+        if not await _begun(pooled.dbapi_connection):
+            return await _through_sqlalchemy(connection, sql, args)
         return await _on_driver(pooled.driver_connection, sql, args, slow.threshold(options))
     except _DISCONNECTS as exc:
         await connection.invalidate(exc)
         raise
+
+
+async def _begun(adapted: Any) -> bool:
+    """Begin the transaction on SQLAlchemy's asyncpg adapter if it has not; say if it could.
+
+    SQLAlchemy's ``BEGIN`` is lazy with asyncpg: its adapter sends it (at the session's
+    isolation level) just before the first statement that goes through SQLAlchemy. A statement
+    sent to the driver first would run outside the transaction, committed on its own, and
+    SQLAlchemy's ``COMMIT`` and ``ROLLBACK`` would then send nothing. So the adapter begins
+    here, as its own cursor would, under the same lock. An adapter without these parts (a
+    later SQLAlchemy) makes the caller go through SQLAlchemy instead: slower, never wrong.
+    """
+    start = getattr(adapted, "_start_transaction", None)
+    mutex = getattr(adapted, "_execute_mutex", None)
+    if start is None or mutex is None or not hasattr(adapted, "_transaction"):
+        return False
+    if adapted._transaction is None:
+        async with mutex:
+            if adapted._transaction is None:
+                await start()
+    return True
 
 
 def borrowable(db: AsyncSession, *, scoped: bool = False) -> AsyncEngine | None:

@@ -11,7 +11,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app_db import create_engine, create_sessionmaker, customers, sessions, users
+from app_db import create_engine, create_sessionmaker, customers, fastpath, sessions, users
 from app_db.fastpath import DRIVER_READS, _holds_connection
 from app_db.models import Customer, CustomerCreate, CustomerRead
 from app_db.testing import settings_for
@@ -145,6 +145,21 @@ async def test_engine_bound_session_reads_without_starting_its_transaction(
 
         db.add(Customer.model_validate(CustomerCreate(name=f"{name}-pending")))
         assert len((await customers.list(db, search=name)).items) == 2
+        await db.rollback()
+
+
+async def test_a_first_read_at_another_isolation_level_runs_in_the_transaction(
+    app_db_engine: AsyncEngine,
+) -> None:
+    """Such a read cannot borrow: it goes to the driver on the session's connection, after the
+    ``BEGIN`` that SQLAlchemy's adapter would send lazily (it once ran before it, on its own)."""
+    engine = app_db_engine.execution_options(isolation_level="REPEATABLE READ")
+    async with create_sessionmaker(engine)() as db:
+        rows = await fastpath.fetch(db, "SELECT current_setting('transaction_isolation') AS level")
+        assert rows[0]["level"] == "repeatable read"
+        xact = "SELECT pg_current_xact_id()::text AS x"  # one transaction: one id
+        first = (await fastpath.fetch(db, xact))[0]["x"]
+        assert (await fastpath.fetch(db, xact))[0]["x"] == first
         await db.rollback()
 
 

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app_db import InvalidInputError, NotFoundError, sessions, transaction
+from app_db import InvalidInputError, NotFoundError, create_sessionmaker, sessions, transaction
 from app_db.models import User
 from app_db.settings import SessionSettings
 from tests.factories import make_user
@@ -282,7 +282,22 @@ async def test_an_issued_session_is_part_of_the_callers_transaction(
     db_sessionmaker: async_sessionmaker[AsyncSession],
 ) -> None:
     """The INSERT goes to the driver directly, yet commits or rolls back with the caller."""
-    async with transaction(db_sessionmaker) as db:
+    await issued_then_abandoned(db_sessionmaker)
+
+
+async def test_an_issued_session_is_part_of_a_transaction_on_the_apps_engine(
+    engine: AsyncEngine,
+) -> None:
+    """The same on an engine-bound sessionmaker, where nothing began the transaction before.
+
+    SQLAlchemy's asyncpg adapter sends ``BEGIN`` before its first statement; the INSERT going
+    to the driver first once ran on its own, committed, and the rollback took nothing back.
+    """
+    await issued_then_abandoned(create_sessionmaker(engine))
+
+
+async def issued_then_abandoned(maker: async_sessionmaker[AsyncSession]) -> None:
+    async with transaction(maker) as db:
         user = await make_user(db)
 
     class AbandonedError(Exception):
@@ -291,7 +306,7 @@ async def test_an_issued_session_is_part_of_the_callers_transaction(
     issued: list[str] = []
 
     async def issue_then_fail() -> None:
-        async with transaction(db_sessionmaker) as db:
+        async with transaction(maker) as db:
             token, _ = await sessions.issue(db, user.id)
             issued.append(token)
             assert await sessions.validate(db, token) is not None  # seen inside
@@ -300,10 +315,10 @@ async def test_an_issued_session_is_part_of_the_callers_transaction(
     with pytest.raises(AbandonedError):
         await issue_then_fail()
     dropped = issued[0]
-    async with transaction(db_sessionmaker) as db:
+    async with transaction(maker) as db:
         kept, _ = await sessions.issue(db, user.id)
 
-    async with transaction(db_sessionmaker) as db:
+    async with transaction(maker) as db:
         assert await sessions.validate(db, dropped) is None
         assert await sessions.validate(db, kept) is not None
 
