@@ -119,7 +119,13 @@ async def _begun(adapted: Any) -> bool:
     if adapted._transaction is None:
         async with mutex:
             if adapted._transaction is None:
-                await start()
+                try:
+                    await start()
+                except Exception as exc:  # the adapter's error: raise the driver's, as a call would
+                    driver_error = getattr(exc, "driver_exception", None)
+                    if isinstance(driver_error, _DISCONNECTS):
+                        raise driver_error from None
+                    raise
     return True
 
 

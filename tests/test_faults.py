@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from pydantic import SecretStr
-from sqlalchemy import pool, text
+from sqlalchemy import event, pool, text
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -105,6 +105,36 @@ async def test_killed_backends_are_replaced_without_a_restart(own_database: URL)
     assert {kind for _, kind in failures} <= {"DatabaseUnavailableError"}
     assert after
     assert set(after) == {"ok"}
+
+
+async def test_a_write_whose_connection_died_before_its_begin_drops_it(
+    own_database: URL,
+) -> None:
+    """``issue`` begins the transaction itself on the session's connection: a dead one is a
+    typed error, and is dropped from the pool instead of going back to it."""
+    engine = create_engine(settings(own_database))
+    maker = create_sessionmaker(engine)
+    dropped: list[object] = []
+    event.listen(engine.sync_engine.pool, "invalidate", lambda *args: dropped.append(args))
+    try:
+        async with transaction(maker) as db:
+            user = await make_user(db)
+
+        async def issue_on_a_dead_connection() -> None:
+            async with transaction(maker) as db:
+                await db.connection()  # held, and nothing sent on it yet: no BEGIN
+                assert await terminate_backends(own_database) >= 1
+                await sessions.issue(db, user.id)
+
+        with pytest.raises(DatabaseUnavailableError):
+            await issue_on_a_dead_connection()
+        assert len(dropped) == 1
+        async with transaction(maker) as db:
+            token, _ = await sessions.issue(db, user.id)
+        async with transaction(maker) as db:
+            assert await sessions.validate(db, token) is not None
+    finally:
+        await engine.dispose()
 
 
 async def test_pool_exhaustion_is_a_typed_timeout(own_database: URL) -> None:
