@@ -3,8 +3,9 @@
 An app on app_db holds a large heap of long-lived objects once it has started: the modules
 of SQLAlchemy, SQLModel, pydantic and the web framework, the models' mappers and schemas,
 the engine. Python's cyclic garbage collector walks every one of them at each full
-collection. A server making garbage per request runs one every thousand requests or so,
-and walking that heap costs each request far more than its own work does. ``frozen()``
+collection. A server making garbage per request runs one every thousand requests or so:
+with the example app, 37 in 45,000 requests over a heap of 125,000 objects, which cost each
+request 80-115 µs, a quarter to two fifths of its CPU, on the benchmark's machine. ``frozen()``
 moves what exists when it starts into the permanent generation (``gc.freeze()``), after
 a collection, and moves it back when the last ``frozen()`` block ends.
 
