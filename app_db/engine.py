@@ -14,7 +14,10 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.ext.asyncio import AsyncSession as SQLAlchemyAsyncSession
+from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
+from sqlalchemy.util import greenlet_spawn
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_db import ownership
@@ -213,11 +216,36 @@ async def transaction(
                 await session.close()
             raise
         if session.in_transaction() or session.new or session.dirty or session.deleted:
-            try:
-                if isinstance(session.bind, AsyncConnection):
+            if isinstance(session.bind, AsyncConnection):
+                try:
                     await session.flush()
                     await ownership.unset_in_outer_transaction(session)
-                await session.commit()
-                routing.committed(session)
-            finally:
-                await session.close()
+                except BaseException:
+                    await session.close()
+                    raise
+            await _commit_and_close(session)
+            routing.committed(session)
+
+
+async def _commit_and_close(session: AsyncSession) -> None:
+    """Commit, then close even if the commit failed: in one trip into SQLAlchemy's greenlet.
+
+    ``AsyncSession.commit`` and ``close`` each enter the greenlet (about 9 µs a trip); a
+    session class with a ``commit`` or ``close`` of its own gets both called as they are.
+    """
+    kind = type(session)
+    plain = SQLAlchemyAsyncSession
+    if kind.commit is not plain.commit or kind.close is not plain.close:
+        try:
+            await session.commit()
+        finally:
+            await session.close()
+        return
+    await greenlet_spawn(_commit_then_close, session.sync_session)
+
+
+def _commit_then_close(session: Session) -> None:
+    try:
+        session.commit()
+    finally:
+        session.close()

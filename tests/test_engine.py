@@ -3,13 +3,21 @@
 import pytest
 from pydantic import SecretStr
 from sqlalchemy import func, text
+from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.pool import NullPool
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app_db import Settings, create_engine, create_sessionmaker, transaction
+from app_db import (
+    DatabaseUnavailableError,
+    Settings,
+    create_engine,
+    create_sessionmaker,
+    transaction,
+)
 from app_db.models import Customer, CustomerCreate
+from tests.conftest import settings as settings_of
 
 
 def settings(**values: object) -> Settings:
@@ -111,3 +119,56 @@ async def test_a_connection_out_during_dispose_is_closed_when_it_comes_back(
     assert driver.is_closed()  # not queued in the replaced pool until the collector finds it
     async with engine.connect() as connection:  # the new pool serves
         assert (await connection.execute(text("SELECT 1"))).scalar_one() == 1
+
+
+async def test_a_session_class_with_its_own_commit_and_close_gets_them_called(
+    own_database: URL,
+) -> None:
+    called: list[str] = []
+
+    class Audited(AsyncSession):
+        async def commit(self) -> None:
+            called.append("commit")
+            await super().commit()
+
+        async def close(self) -> None:
+            called.append("close")
+            await super().close()
+
+    engine = create_engine(settings_of(own_database))
+    try:
+        maker: async_sessionmaker[AsyncSession]
+        maker = async_sessionmaker(engine, class_=Audited, expire_on_commit=False)
+        async with transaction(maker) as session:
+            session.add(Customer.model_validate(CustomerCreate(name="audited")))
+        assert called == ["commit", "close"]
+        async with transaction(create_sessionmaker(engine)) as session:
+            assert await count_customers(session, "audited") == 1
+    finally:
+        await engine.dispose()
+
+
+async def test_a_commit_that_fails_still_closes_the_session(own_database: URL) -> None:
+    """Commit and close go into SQLAlchemy's greenlet together; the close runs all the same."""
+    engine = create_engine(settings_of(own_database))
+    try:
+        maker = create_sessionmaker(engine)
+        held: list[AsyncSession] = []
+
+        async def commit_on_a_dead_connection() -> None:
+            async with transaction(maker) as session:
+                held.append(session)
+                session.add(Customer.model_validate(CustomerCreate(name="never")))
+                await session.flush()
+                async with engine.connect() as other:  # another pooled connection
+                    pid = await session.scalar(text("SELECT pg_backend_pid()"))
+                    await other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+
+        with pytest.raises(DatabaseUnavailableError):
+            await commit_on_a_dead_connection()
+        assert not held[0].in_transaction()
+        assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+        async with transaction(maker) as session:
+            assert await count_customers(session, "never") == 0
+    finally:
+        await engine.dispose()
