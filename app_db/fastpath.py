@@ -94,7 +94,7 @@ async def fetch_in_transaction(db: AsyncSession, sql: str, *args: object) -> Seq
         return await _through_sqlalchemy(connection, sql, args)
     pooled = sync.connection if not sync.invalidated else await connection.get_raw_connection()
     try:
-        if not await _begun(pooled.dbapi_connection):
+        if not await begin_on_adapter(pooled.dbapi_connection):
             return await _through_sqlalchemy(connection, sql, args)
         return await _on_driver(pooled.driver_connection, sql, args, slow.threshold(options))
     except _DISCONNECTS as exc:
@@ -102,7 +102,7 @@ async def fetch_in_transaction(db: AsyncSession, sql: str, *args: object) -> Seq
         raise
 
 
-async def _begun(adapted: Any) -> bool:
+async def begin_on_adapter(adapted: Any) -> bool:
     """Begin the transaction on SQLAlchemy's asyncpg adapter if it has not; say if it could.
 
     SQLAlchemy's ``BEGIN`` is lazy with asyncpg: its adapter sends it (at the session's
