@@ -103,3 +103,24 @@ def test_session_ip_is_validated_and_normalised() -> None:
 def test_read_schema_never_carries_the_password_hash() -> None:
     assert "password_hash" not in UserRead.model_fields
     assert "password" not in UserRead.model_fields
+
+
+@pytest.mark.parametrize(
+    ("model", "field", "limit", "extra"),
+    [
+        (CustomerCreate, "name", 200, {}),
+        (CustomerCreate, "phone", 32, {"name": "x"}),
+        (UserUpdate, "display_name", 100, {}),
+    ],
+)
+def test_a_field_longer_than_its_schema_says_is_refused_even_when_white_space_would_go(
+    model: type[CustomerCreate | UserUpdate], field: str, limit: int, extra: dict[str, str]
+) -> None:
+    """``maxLength`` is about what the client sends: a schemathesis run found a 201-character
+    name accepted because its first character (U+0085) is stripped as white space."""
+    body = "1" * limit
+    assert getattr(model.model_validate({**extra, field: body}), field) == body
+    with pytest.raises(ValidationError) as refused:
+        model.model_validate({**extra, field: "\u0085" + body})
+    assert refused.value.errors()[0]["type"] == "string_too_long"
+    assert refused.value.errors()[0]["loc"] == (field,)

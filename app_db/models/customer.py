@@ -16,6 +16,7 @@ from app_db.models.types import (
     Email,
     PostgresText,
     StoredEmail,
+    at_most_as_sent,
     stored_as,
 )
 
@@ -25,6 +26,7 @@ PHONE_MAX_LENGTH = 32
 CustomerName = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=NAME_MAX_LENGTH),
+    at_most_as_sent(NAME_MAX_LENGTH),
     PostgresText,
     NOT_BLANK,
 ]
@@ -36,6 +38,7 @@ Phone = Annotated[
         max_length=PHONE_MAX_LENGTH,
         pattern=r"^\+?[0-9][0-9 ()./-]*[0-9]$",
     ),
+    at_most_as_sent(PHONE_MAX_LENGTH),
 ]
 
 

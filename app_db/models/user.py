@@ -18,6 +18,7 @@ from app_db.models.types import (
     PostgresText,
     StoredEmail,
     TZDateTime,
+    at_most_as_sent,
     stored_as,
 )
 
@@ -26,6 +27,7 @@ DISPLAY_NAME_MAX_LENGTH = 100
 DisplayName = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=DISPLAY_NAME_MAX_LENGTH),
+    at_most_as_sent(DISPLAY_NAME_MAX_LENGTH),
     PostgresText,
     NOT_BLANK,
 ]
