@@ -7,7 +7,6 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import ExceptionContext
-from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -29,7 +28,7 @@ from app_db.errors import translated_errors
 from app_db.fastpath import DRIVER_READS, READ_TIMEOUT
 from app_db.observe import otel, slow, stats
 from app_db.observe.slow import SLOW_MS
-from app_db.pool import EnginePool
+from app_db.pool import EnginePool, refuse_closed_connection
 from app_db.settings import Settings, load_settings
 from app_db.turns import TURN_SLOTS
 
@@ -113,7 +112,7 @@ def _build(
     pool = engine.sync_engine.pool
     if isinstance(pool, EnginePool):
         pool.overflow_idle = settings.database_pool_overflow_idle
-    event.listen(pool, "checkout", _refuse_closed_connection)
+    event.listen(pool, "checkout", refuse_closed_connection)
     event.listen(engine.sync_engine, "handle_error", _drop_on_client_timeout)
     stats.watch(pool)
     url = engine.url
@@ -140,18 +139,6 @@ async def dispose(engine: AsyncEngine) -> None:
         await found.close()
         await found.engine.dispose()
     await engine.dispose()
-
-
-def _refuse_closed_connection(dbapi_connection: Any, *_: object) -> None:
-    """Make the pool replace a connection the driver already saw closed, at no round trip.
-
-    A server that terminates a backend or restarts closes the socket; asyncpg notices at once.
-    The full ``pool_pre_ping`` of SQLAlchemy's asyncpg dialect costs a BEGIN and a ROLLBACK on
-    every checkout, so it is off by default and this check stands in for it.
-    """
-    driver = getattr(dbapi_connection, "driver_connection", None)
-    if driver is not None and driver.is_closed():
-        raise DisconnectionError("the server closed this connection")
 
 
 def _drop_on_client_timeout(context: ExceptionContext) -> None:

@@ -240,7 +240,7 @@ async def _borrowed(
     """
     for attempt in (1, 2) if retry else (2,):
         async with fair_turn(engine):
-            pooled = await engine.raw_connection()
+            pooled = await borrow(engine)
             try:
                 if owner is None:
                     rows = await _on_driver(pooled.driver_connection, sql, args, slow_after)
@@ -269,6 +269,16 @@ async def _borrowed(
             await _give_back(engine, pooled)
             return rows
     raise AssertionError("unreachable")
+
+
+async def borrow(engine: AsyncEngine) -> PoolProxiedConnection:
+    """Check out a pooled connection of ``engine``: without a greenlet when none is needed."""
+    pool = engine.sync_engine.pool
+    if isinstance(pool, EnginePool):
+        pooled = pool.checkout_quietly()
+        if pooled is not None:
+            return pooled
+    return await engine.raw_connection()
 
 
 async def _drop(pooled: PoolProxiedConnection, cause: BaseException) -> None:

@@ -11,8 +11,11 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app_db import create_engine, pool_stats
+from app_db import pool as pool_module
 from app_db.engine import dispose
 from app_db.fastpath import run_borrowed
+from app_db.pool import EnginePool
+from app_db.turns import wait_recorders
 from tests.conftest import settings
 
 
@@ -97,4 +100,127 @@ async def test_spares_never_lift_the_cap(empty_database: URL) -> None:
                     pass
         assert counts == {"connect": 3}
     finally:
+        await dispose(engine)
+
+
+PID = "SELECT pg_backend_pid() AS pid"
+
+
+async def borrowed_pid(engine: AsyncEngine) -> int:
+    rows = await run_borrowed(engine, PID, ())
+    return int(rows[0]["pid"])
+
+
+def quiet_pool(engine: AsyncEngine) -> EnginePool:
+    pool = engine.sync_engine.pool
+    assert isinstance(pool, EnginePool)
+    return pool
+
+
+async def test_a_ready_connection_is_borrowed_without_sqlalchemys_greenlet(
+    empty_database: URL, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = create_engine(settings(empty_database))
+    through_greenlet: list[object] = []
+    checkout = AsyncEngine.raw_connection
+
+    async def counted_checkout(self: AsyncEngine) -> object:
+        through_greenlet.append(self)
+        return await checkout(self)
+
+    monkeypatch.setattr(AsyncEngine, "raw_connection", counted_checkout)
+    try:
+        assert quiet_pool(engine).checkout_quietly() is None  # nothing idle: it must connect
+        first = await borrowed_pid(engine)
+        assert len(through_greenlet) == 1
+
+        assert {await borrowed_pid(engine) for _ in range(5)} == {first}
+        assert len(through_greenlet) == 1  # the idle connection, handed out as a plain call
+
+        # Called outside any greenlet, a checkout that needed I/O would fail: this one has none.
+        pooled = quiet_pool(engine).checkout_quietly()
+        assert pooled is not None
+        assert pooled.driver_connection is not None
+        assert pooled.driver_connection.get_server_pid() == first
+        pooled.close()
+    finally:
+        await dispose(engine)
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        {"database_pool_pre_ping": True},  # a ping is a round trip
+        {"database_pool_recycle": 1},  # due for recycling (within a second counts)
+    ],
+)
+async def test_a_checkout_that_may_need_the_server_goes_through_sqlalchemy(
+    empty_database: URL, setting: dict[str, object]
+) -> None:
+    engine = create_engine(settings(empty_database, **setting))
+    try:
+        first = await borrowed_pid(engine)
+        assert quiet_pool(engine).checkout_quietly() is None
+        assert await borrowed_pid(engine) == first  # not renewed: it was only due to be
+    finally:
+        await dispose(engine)
+
+
+async def test_an_apps_checkout_listener_still_runs_on_every_borrow(empty_database: URL) -> None:
+    engine = create_engine(settings(empty_database))
+    seen: list[object] = []
+    try:
+        await borrowed_pid(engine)
+        event.listen(engine.sync_engine.pool, "checkout", lambda *args: seen.append(args))
+        assert quiet_pool(engine).checkout_quietly() is None
+        await borrowed_pid(engine)
+        await borrowed_pid(engine)
+        assert len(seen) == 2
+    finally:
+        await dispose(engine)
+
+
+async def test_an_invalidated_connection_is_renewed_through_sqlalchemy(empty_database: URL) -> None:
+    engine = create_engine(settings(empty_database))
+    try:
+        first = await borrowed_pid(engine)
+        pooled = await engine.raw_connection()
+        pooled.invalidate(soft=True)  # renewed on its next checkout
+        pooled.close()
+        assert quiet_pool(engine).checkout_quietly() is None
+        assert await borrowed_pid(engine) != first
+        renewed = quiet_pool(engine).checkout_quietly()
+        assert renewed is not None  # the new one is ready
+        renewed.close()
+    finally:
+        await dispose(engine)
+
+
+async def test_a_sqlalchemy_whose_checks_are_not_mirrored_checks_out_as_before(
+    empty_database: URL, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = create_engine(settings(empty_database))
+    try:
+        first = await borrowed_pid(engine)
+        monkeypatch.setattr(pool_module, "CHECKS_MIRRORED", False)
+        assert quiet_pool(engine).checkout_quietly() is None
+        assert await borrowed_pid(engine) == first
+    finally:
+        await dispose(engine)
+
+
+async def test_each_borrow_records_one_pool_wait(empty_database: URL) -> None:
+    engine = create_engine(settings(empty_database, database_pool_recycle=1))
+    waits: list[str] = []
+
+    def record(_: float, queue: str) -> None:
+        waits.append(queue)
+
+    wait_recorders.append(record)
+    try:
+        await borrowed_pid(engine)  # connects
+        await borrowed_pid(engine)  # due for recycling: found not ready, then recycled
+        assert waits.count("pool") == 2
+    finally:
+        wait_recorders.remove(record)
         await dispose(engine)
