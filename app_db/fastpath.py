@@ -13,7 +13,7 @@ statement: it costs no BEGIN round trip and it sees all committed data.
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol, TypeVar
 
 import asyncpg
@@ -48,6 +48,10 @@ class Row(Protocol):
     def __getitem__(self, key: str, /) -> Any: ...
 
     def items(self) -> Iterable[tuple[Any, Any]]: ...
+
+    def keys(self) -> Iterable[Any]: ...
+
+    def values(self) -> Iterable[Any]: ...
 
 
 async def fetch(
@@ -392,10 +396,17 @@ def load(db: AsyncSession, model: type[M], row: Row) -> M:
 
 def load_many(db: AsyncSession, model: type[M], rows: Sequence[Row]) -> list[M]:
     """Return instances for many rows (mappings of column name to value), as ``load`` does."""
-    columns = column_names(model)
+    values = _column_values(column_names(model), rows)
     if db.sync_session.identity_map:  # some may be the session's own: look each one up
-        return [load_values(db, model, {name: row[name] for name in columns}) for row in rows]
-    return detached_all(model, ({name: row[name] for name in columns} for row in rows))
+        return [load_values(db, model, one) for one in values]
+    return detached_all(model, values)
+
+
+def _column_values(columns: tuple[str, ...], rows: Sequence[Row]) -> Iterator[dict[str, Any]]:
+    """Return a dict of the columns' values for each row, in order."""
+    if rows and tuple(rows[0].keys()) == columns:  # exactly the columns: pair them up
+        return (dict(zip(columns, row.values(), strict=True)) for row in rows)
+    return ({name: row[name] for name in columns} for row in rows)
 
 
 def load_values(db: AsyncSession, model: type[M], values: dict[str, Any]) -> M:

@@ -11,7 +11,15 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app_db import create_engine, create_sessionmaker, customers, fastpath, sessions, users
+from app_db import (
+    create_engine,
+    create_sessionmaker,
+    customers,
+    fastpath,
+    instances,
+    sessions,
+    users,
+)
 from app_db.fastpath import DRIVER_READS, _holds_connection
 from app_db.models import Customer, CustomerCreate, CustomerRead
 from app_db.testing import settings_for
@@ -207,3 +215,27 @@ async def test_a_fresh_session_validates_without_a_sqlalchemy_connection(
     assert found is not None
     assert connections == []
     assert len(checkouts) == 1
+
+
+@pytest.mark.parametrize(
+    "select",
+    [
+        "SELECT {columns} FROM customers",  # exactly the model's columns, in order
+        "SELECT {reversed} FROM customers",  # the same columns in another order
+        "SELECT 7 AS n, {columns}, 'x' AS hit FROM customers",  # and more than them
+    ],
+    ids=["columns", "reordered", "more"],
+)
+async def test_rows_of_any_column_order_load_the_same_instances(
+    db_session: AsyncSession, select: str
+) -> None:
+    created = await customers.create(db_session, CustomerCreate(name="Ordered", phone="+1 555"))
+    db_session.expunge_all()
+    names = instances.column_names(Customer)
+    sql = select.format(columns=", ".join(names), reversed=", ".join(reversed(names)))
+
+    rows = await fastpath.fetch(db_session, sql)
+    loaded = fastpath.load_many(db_session, Customer, rows)
+
+    assert [c.model_dump() for c in loaded] == [created.model_dump()]
+    assert set(loaded[0].__dict__) == {*names, instances.LAZY_STATE}  # nothing more
