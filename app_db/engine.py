@@ -1,8 +1,6 @@
 """The async engine, its sessionmaker and the unit-of-work context manager."""
 
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import event
@@ -24,7 +22,7 @@ from app_db.cluster import replica, routing
 from app_db.cluster.connect import Connector
 from app_db.cluster.fencing import Fence
 from app_db.coalesce import COALESCE
-from app_db.errors import translated_errors
+from app_db.errors import translated, translated_errors
 from app_db.fastpath import DRIVER_READS, READ_TIMEOUT
 from app_db.observe import otel, slow, stats
 from app_db.observe.slow import SLOW_MS
@@ -162,15 +160,14 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
     return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
 
 
-@asynccontextmanager
-async def transaction(
+def transaction(
     sessionmaker: async_sessionmaker[AsyncSession],
     *,
     owner: uuid.UUID | None = None,
     primary: bool = False,
     after: str | None = None,
-) -> AsyncIterator[AsyncSession]:
-    """Yield a session inside a transaction: commit when the block succeeds, roll back if not.
+) -> "Transaction":
+    """Enter a session inside a transaction: commit when the block succeeds, roll back if not.
 
     With ``owner``, the transaction is scoped to that user's rows (see ``app_db.ownership``):
     PostgreSQL's row-level security then shows the customers functions, and any SQL run on the
@@ -187,31 +184,79 @@ async def transaction(
     A block that never starts it (only reads that borrowed a pooled connection, see
     ``app_db.fastpath``) ends without a COMMIT, and costs no round trip at all.
     """
-    session = sessionmaker()
-    if primary or after is not None:
-        routing.route(session, primary=primary, after=after)
-    with translated_errors():
-        try:
-            if owner is not None:
-                await ownership.scope(session, owner)
-            yield session
-        except BaseException:
-            try:
-                if session.in_transaction():
-                    await session.rollback()
-            finally:
-                await session.close()
-            raise
-        if session.in_transaction() or session.new or session.dirty or session.deleted:
-            if isinstance(session.bind, AsyncConnection):
+    return Transaction(sessionmaker, owner=owner, primary=primary, after=after)
+
+
+class Transaction:
+    """The context manager ``transaction()`` returns: ``async with`` it, once.
+
+    A class rather than ``contextlib.asynccontextmanager``, whose generator machinery cost
+    about 3 µs of the 9 µs that a block entered and left costs, on every request.
+    """
+
+    __slots__ = ("_after", "_maker", "_owner", "_primary", "_session")
+
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        *,
+        owner: uuid.UUID | None,
+        primary: bool,
+        after: str | None,
+    ) -> None:
+        self._maker = sessionmaker
+        self._owner = owner
+        self._primary = primary
+        self._after = after
+        self._session: AsyncSession | None = None
+
+    async def __aenter__(self) -> AsyncSession:
+        if self._session is not None:
+            raise RuntimeError("a transaction() block can be entered only once")
+        session = self._session = self._maker()
+        if self._primary or self._after is not None:
+            routing.route(session, primary=self._primary, after=self._after)
+        if self._owner is not None:
+            with translated_errors():
                 try:
-                    await session.flush()
-                    await ownership.unset_in_outer_transaction(session)
+                    await ownership.scope(session, self._owner)
                 except BaseException:
-                    await session.close()
+                    await _abandon(session)
                     raise
-            await _commit_and_close(session)
+        return session
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: object
+    ) -> None:
+        session = self._session
+        assert session is not None
+        if error is not None:
+            with translated_errors():
+                await _abandon(session)
+            typed = translated(error)
+            if typed is not None:
+                raise typed from error
+            return
+        if session.in_transaction() or session.new or session.dirty or session.deleted:
+            with translated_errors():
+                if isinstance(session.bind, AsyncConnection):
+                    try:
+                        await session.flush()
+                        await ownership.unset_in_outer_transaction(session)
+                    except BaseException:
+                        await session.close()
+                        raise
+                await _commit_and_close(session)
             routing.committed(session)
+
+
+async def _abandon(session: AsyncSession) -> None:
+    """Roll back what the session began, then close it, even if the rollback fails."""
+    try:
+        if session.in_transaction():
+            await session.rollback()
+    finally:
+        await session.close()
 
 
 async def _commit_and_close(session: AsyncSession) -> None:

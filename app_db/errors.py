@@ -348,12 +348,17 @@ class _Translated:
         return None
 
     def __exit__(self, kind: object, error: BaseException | None, trace: object) -> Literal[False]:
-        if error is None or not isinstance(error, _TRANSLATED) or isinstance(error, AppDBError):
-            return False
-        typed = typed_error(error)
+        typed = None if error is None else translated(error)
         if typed is None:
             return False
         raise typed from error
+
+
+def translated(error: BaseException) -> BaseException | None:
+    """Return the typed error that ``translated_errors`` raises for ``error`` (``None``: none)."""
+    if not isinstance(error, _TRANSLATED) or isinstance(error, AppDBError):
+        return None
+    return typed_error(error)
 
 
 _TRANSLATED_ERRORS = _Translated()

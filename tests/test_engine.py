@@ -12,6 +12,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app_db import (
     DatabaseUnavailableError,
     Settings,
+    StatementTimeoutError,
     create_engine,
     create_sessionmaker,
     transaction,
@@ -172,3 +173,28 @@ async def test_a_commit_that_fails_still_closes_the_session(own_database: URL) -
             assert await count_customers(session, "never") == 0
     finally:
         await engine.dispose()
+
+
+async def test_a_database_failure_inside_the_block_leaves_it_typed(
+    db_sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    async def cancelled_by_the_server() -> None:
+        async with transaction(db_sessionmaker) as session:
+            connection = await session.connection()
+            await connection.execute(text("SET LOCAL statement_timeout = 1"))
+            await connection.execute(text("SELECT pg_sleep(1)"))
+
+    with pytest.raises(StatementTimeoutError) as caught:
+        await cancelled_by_the_server()
+    assert "statement timeout" in str(caught.value.__cause__)  # the original, as the cause
+
+
+async def test_a_transaction_block_is_entered_once(
+    db_sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    block = transaction(db_sessionmaker)
+    async with block:
+        pass
+    with pytest.raises(RuntimeError, match="only once"):
+        async with block:
+            pass
