@@ -204,7 +204,7 @@ async def fetchrow(
     db: AsyncSession, lookup: Lookup, key: object, *, read_only: bool = False
 ) -> fastpath.Row | None:
     """Return the row for ``key``: in a batch when the session may borrow, else on its own."""
-    if not (db.new or db.dirty or db.deleted):
+    if not fastpath.has_pending(db):
         engine = fastpath.borrowable(db)
         if engine is not None:
             found = batcher(engine, lookup)

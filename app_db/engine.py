@@ -23,7 +23,7 @@ from app_db.cluster.connect import Connector
 from app_db.cluster.fencing import Fence
 from app_db.coalesce import COALESCE
 from app_db.errors import translated, translated_errors
-from app_db.fastpath import DRIVER_READS, READ_TIMEOUT
+from app_db.fastpath import DRIVER_READS, READ_TIMEOUT, has_pending
 from app_db.observe import otel, slow, stats
 from app_db.observe.slow import SLOW_MS
 from app_db.pool import EnginePool, refuse_closed_connection
@@ -237,7 +237,7 @@ class Transaction:
             if typed is not None:
                 raise typed from error
             return
-        if session.in_transaction() or session.new or session.dirty or session.deleted:
+        if session.in_transaction() or has_pending(session):
             with translated_errors():
                 if isinstance(session.bind, AsyncConnection):
                     try:

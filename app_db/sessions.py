@@ -84,7 +84,7 @@ async def issue(
         min(lifetime, policy.max_lifetime),
     )
     capped = policy.max_per_user > 0
-    if db.new or db.dirty or db.deleted:
+    if fastpath.has_pending(db):
         await db.flush()  # a user added in this transaction must be there for the foreign key
     rows = await fastpath.fetch_in_transaction(
         db,

@@ -239,3 +239,25 @@ async def test_rows_of_any_column_order_load_the_same_instances(
 
     assert [c.model_dump() for c in loaded] == [created.model_dump()]
     assert set(loaded[0].__dict__) == {*names, instances.LAZY_STATE}  # nothing more
+
+
+async def test_pending_changes_are_what_new_dirty_and_deleted_show(
+    db_session: AsyncSession,
+) -> None:
+    def both() -> tuple[bool, bool]:
+        shown = bool(db_session.new or db_session.dirty or db_session.deleted)
+        return fastpath.has_pending(db_session), shown
+
+    assert both() == (False, False)
+    customer = Customer(name="Pending")
+    db_session.add(customer)
+    assert both() == (True, True)  # new
+    await db_session.flush()
+    assert both() == (False, False)
+    customer.name = "Changed"
+    assert both() == (True, True)  # dirty
+    await db_session.flush()
+    await db_session.delete(customer)
+    assert both() == (True, True)  # deleted
+    await db_session.flush()
+    assert both() == (False, False)
