@@ -1,5 +1,9 @@
 """Workloads 1 to 4: the same operation as raw asyncpg, naive SQLModel ORM, and app_db.
 
+Workload 4, ``sessions.issue``, has two raw references: BEGIN, a plain INSERT and COMMIT, and
+(``sessions.issue (same SQL)``) the statement app_db sends, which also revokes the user's live
+sessions beyond the cap.
+
 Each variant does one request's worth of work: take a connection, run the operation, give the
 connection back. app_db runs inside ``transaction(...)``, as a web handler's dependency would.
 """
@@ -18,8 +22,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_db import customers, session_lookups, sessions, transaction, users
 from app_db.models import Customer, Session, User
+from app_db.models.types import uuid7
 from app_db.pagination import encode_cursor
 from app_db.security.tokens import hash_token, new_token
+from app_db.sessions import ISSUE_CAPPED_SQL
 from bench.database import POLICY, Seed
 from bench.harness import Operation
 
@@ -187,9 +193,39 @@ def issue(
     return Variants(raw, orm, lib)
 
 
+def issue_same_sql(
+    pool: asyncpg.Pool, engine: AsyncEngine, maker: async_sessionmaker[AsyncSession], seed: Seed
+) -> Variants:
+    """``sessions.issue`` against raw asyncpg sending the statement and values app_db sends.
+
+    ``issue``'s raw variant inserts the row alone; app_db's statement also revokes the user's
+    live sessions beyond ``SESSION_MAX_PER_USER``, which costs the server more.
+    """
+    library = issue(pool, engine, maker, seed)
+    user_id = pick(seed.user_ids)
+    lifetime = timedelta(hours=1)
+    others = POLICY.max_per_user - 1
+
+    async def raw(i: int) -> object:
+        async with pool.acquire() as connection, connection.transaction():
+            return await connection.fetchrow(
+                ISSUE_CAPPED_SQL,
+                uuid7(),
+                user_id(i),
+                hash_token(new_token()),
+                None,
+                None,
+                lifetime,
+                others,
+            )
+
+    return Variants(raw, library.orm, library.lib)
+
+
 WORKLOADS = {
     "sessions.validate": validate,
     "users.get_by_email": get_by_email,
     "customers.list (50, cursor)": list_page,
     "sessions.issue": issue,
+    "sessions.issue (same SQL)": issue_same_sql,
 }
