@@ -8,7 +8,8 @@ import pytest
 from sqlalchemy import event, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from app_db import create_engine, pool_stats
 from app_db import pool as pool_module
@@ -223,4 +224,30 @@ async def test_each_borrow_records_one_pool_wait(empty_database: URL) -> None:
         assert waits.count("pool") == 2
     finally:
         wait_recorders.remove(record)
+        await dispose(engine)
+
+
+async def test_a_connection_whose_server_went_away_is_replaced_not_handed_out(
+    empty_database: URL,
+) -> None:
+    engine = create_engine(settings(empty_database))
+    admin = create_async_engine(empty_database, poolclass=NullPool)
+    try:
+        pooled = await engine.raw_connection()
+        driver = pooled.driver_connection
+        assert driver is not None
+        first = driver.get_server_pid()
+        pooled.close()  # idle in the pool now
+        closed = asyncio.Event()
+        driver.add_termination_listener(lambda _: closed.set())
+        async with admin.connect() as connection:
+            await connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first})
+        async with asyncio.timeout(5):
+            await closed.wait()  # asyncpg saw the server close the socket
+        assert driver.is_closed()
+
+        assert quiet_pool(engine).checkout_quietly() is None
+        assert await borrowed_pid(engine) != first  # replaced through SQLAlchemy, no error
+    finally:
+        await admin.dispose()
         await dispose(engine)
