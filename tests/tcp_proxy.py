@@ -27,13 +27,15 @@ class Proxy:
 
     async def stop(self) -> None:
         """Refuse new connections and cut the open ones, as a crashed server would."""
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
         for writer in list(self._open):
             writer.transport.abort()
         self._open.clear()
+        if server is not None:
+            # Since Python 3.12 this waits for the server's connections too: cut them first.
+            await server.wait_closed()
 
     async def _open_upstream(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         socket_dir = self.target.query.get("host")
