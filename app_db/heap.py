@@ -13,6 +13,12 @@ Reference counting frees frozen objects as it always does; only a reference cycl
 them, broken after start-up, waits until the block ends to be collected. ``lifespan`` of
 ``app_db.fastapi`` runs the app inside ``frozen()``. To keep the collector walking
 everything, call ``gc.unfreeze()`` in a lifespan of your own, inside it.
+
+``gc.unfreeze()`` gives back everything frozen, so the last block's end also gives back what
+was frozen before the first began: the few hundred objects that Python 3.12.1 freezes at
+start-up, or a heap that a server froze before forking its workers (at the app's shutdown).
+An app started and stopped many times in one process (a test suite) then frees, at each
+stop, the cycles it broke while it ran.
 """
 
 import gc

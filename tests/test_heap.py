@@ -26,7 +26,7 @@ def collected_when_dropped() -> bool:
 
 
 def test_frozen_objects_wait_for_the_last_block_to_end() -> None:
-    assert gc.get_freeze_count() == 0
+    # No assumption on what is frozen before: Python 3.12.1 starts with 375 objects frozen.
     assert collected_when_dropped()
     with heap.frozen():
         kept = Node()
@@ -36,7 +36,7 @@ def test_frozen_objects_wait_for_the_last_block_to_end() -> None:
         del kept
         assert gc.collect() == 0  # a frozen cycle is not collected while a block runs
         assert collected_when_dropped()  # one made since is
-    assert gc.get_freeze_count() == 0
+    assert gc.get_freeze_count() == 0  # everything goes back, what was frozen before too
     assert gc.collect() >= 1  # the frozen cycle, collected once the block ended
 
 
