@@ -19,7 +19,7 @@ from typing import Any, Protocol, TypeVar
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.orm.attributes import set_committed_value
-from sqlalchemy.pool import PoolProxiedConnection, QueuePool
+from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.util import greenlet_spawn
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -31,7 +31,7 @@ from app_db.errors import AppDBError, DatabaseUnavailableError
 from app_db.instances import column_names, detached, detached_all, primary_key_of
 from app_db.observe import slow
 from app_db.ownership import OWNER, SET_SQL
-from app_db.pool import EnginePool
+from app_db.pool import borrow, give_back
 from app_db.turns import fair_turn
 
 DRIVER_READS = "app_db_driver_reads"
@@ -262,27 +262,17 @@ async def _borrowed(
                 if drop_if_cut or owner is not None:  # a hung server, or a transaction begun
                     await _drop(pooled, exc)
                 else:
-                    await _give_back(engine, pooled)
+                    await give_back(engine, pooled)
                 raise
             except BaseException as exc:
                 if owner is not None:  # the scoped transaction may still be open: drop it
                     await _drop(pooled, exc)
                 else:
-                    await _give_back(engine, pooled)
+                    await give_back(engine, pooled)
                 raise
-            await _give_back(engine, pooled)
+            await give_back(engine, pooled)
             return rows
     raise AssertionError("unreachable")
-
-
-async def borrow(engine: AsyncEngine) -> PoolProxiedConnection:
-    """Check out a pooled connection of ``engine``: without a greenlet when none is needed."""
-    pool = engine.sync_engine.pool
-    if isinstance(pool, EnginePool):
-        pooled = pool.checkout_quietly()
-        if pooled is not None:
-            return pooled
-    return await engine.raw_connection()
 
 
 async def _drop(pooled: PoolProxiedConnection, cause: BaseException) -> None:
@@ -294,25 +284,6 @@ async def _drop(pooled: PoolProxiedConnection, cause: BaseException) -> None:
     if driver is not None:
         driver.terminate()
     await greenlet_spawn(pooled.invalidate, cause)
-
-
-async def _give_back(engine: AsyncEngine, pooled: PoolProxiedConnection) -> None:
-    """Return a borrowed connection to the pool, in a greenlet when the pool must close it.
-
-    Nothing began on the connection, so its reset costs no round trip. A pool that closes
-    nothing on this return keeps it at no cost; one that closes a connection (an overflow
-    connection coming back to a full queue, a spare unused too long) or a ``NullPool`` needs
-    SQLAlchemy's greenlet, since the close awaits the driver.
-    """
-    pool = engine.sync_engine.pool
-    if isinstance(pool, EnginePool):
-        quiet = pool.returns_quietly()
-    else:
-        quiet = isinstance(pool, QueuePool) and pool.checkedin() < pool.size()
-    if quiet:
-        pooled.close()
-    else:
-        await greenlet_spawn(pooled.close)
 
 
 async def _on_driver(

@@ -13,6 +13,7 @@ from sqlalchemy.pool import NullPool
 
 from app_db import create_engine, pool_stats
 from app_db import pool as pool_module
+from app_db.cluster import wal
 from app_db.engine import dispose
 from app_db.fastpath import run_borrowed
 from app_db.pool import EnginePool
@@ -250,4 +251,25 @@ async def test_a_connection_whose_server_went_away_is_replaced_not_handed_out(
         assert await borrowed_pid(engine) != first  # replaced through SQLAlchemy, no error
     finally:
         await admin.dispose()
+        await dispose(engine)
+
+
+async def test_a_wal_position_read_borrows_as_the_fast_path_does(
+    empty_database: URL, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = create_engine(settings(empty_database))
+    through_greenlet: list[object] = []
+    checkout = AsyncEngine.raw_connection
+
+    async def counted_checkout(self: AsyncEngine) -> object:
+        through_greenlet.append(self)
+        return await checkout(self)
+
+    monkeypatch.setattr(AsyncEngine, "raw_connection", counted_checkout)
+    try:
+        positions = [await wal.read(engine, wal.PRIMARY_POSITION_SQL, None) for _ in range(3)]
+        assert all(isinstance(position, int) for position in positions)
+        assert len(through_greenlet) == 1  # the first connects; the others take it quietly
+        assert pool_stats(engine).in_use == 0
+    finally:
         await dispose(engine)

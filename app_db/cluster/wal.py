@@ -7,6 +7,8 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.util import greenlet_spawn
 
+from app_db.pool import borrow, give_back
+
 PRIMARY_POSITION_SQL = "SELECT pg_current_wal_insert_lsn()::text"
 """Where the primary's next WAL record goes: past every commit that has returned."""
 REPLAYED_POSITION_SQL = """
@@ -38,7 +40,7 @@ async def read(engine: AsyncEngine, sql: str, timeout: float | None) -> int | No
     A connection that fails or times out is dropped, not given back: its server may hang.
     """
     async with asyncio.timeout(timeout):
-        pooled = await engine.raw_connection()
+        pooled = await borrow(engine)
         driver: Any = pooled.driver_connection
         try:
             text = await driver.fetchval(sql)
@@ -46,5 +48,5 @@ async def read(engine: AsyncEngine, sql: str, timeout: float | None) -> int | No
             driver.terminate()
             await greenlet_spawn(pooled.invalidate, exc)
             raise
-        await greenlet_spawn(pooled.close)
+        await give_back(engine, pooled)
     return parse(text)
