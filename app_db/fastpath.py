@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Protocol, TypeVar
 
 import asyncpg
+from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.pool import PoolProxiedConnection
@@ -24,6 +25,7 @@ from sqlalchemy.util import greenlet_spawn
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app_db import session_connection
 from app_db.cluster.replica import Replica
 from app_db.cluster.routing import replica_for
 from app_db.errors import DISCONNECTS as _DISCONNECTS
@@ -90,20 +92,26 @@ async def fetch_in_transaction(db: AsyncSession, sql: str, *args: object) -> Seq
     do. For writes: what it writes commits or rolls back with the session's transaction.
     Pending ORM changes are not flushed first: flush them if the statement depends on them.
     """
-    connection = await db.connection()
-    sync = connection.sync_connection
-    assert sync is not None
+    sync = session_connection.quietly(db)
+    if sync is None:
+        sync = (await db.connection()).sync_connection
+        assert sync is not None
     options = sync.get_execution_options()
     if not options.get(DRIVER_READS, True):
-        return await _through_sqlalchemy(connection, sql, args)
-    pooled = sync.connection if not sync.invalidated else await connection.get_raw_connection()
+        return await _through_sqlalchemy(await db.connection(), sql, args)
+    pooled = sync.connection if not sync.invalidated else await greenlet_spawn(_revalidated, sync)
     try:
         if not await begin_on_adapter(pooled.dbapi_connection):
-            return await _through_sqlalchemy(connection, sql, args)
+            return await _through_sqlalchemy(await db.connection(), sql, args)
         return await _on_driver(pooled.driver_connection, sql, args, slow.threshold(options))
     except _DISCONNECTS as exc:
-        await connection.invalidate(exc)
+        await greenlet_spawn(sync.invalidate, exc)
         raise
+
+
+def _revalidated(connection: Connection) -> PoolProxiedConnection:
+    """Return the pooled connection of an invalidated one: SQLAlchemy checks out a new one."""
+    return connection.connection
 
 
 async def begin_on_adapter(adapted: Any) -> bool:

@@ -75,7 +75,7 @@ async def unset_in_outer_transaction(db: AsyncSession) -> None:
 
 
 @event.listens_for(OrmSession, "after_begin")
-def _set_owner(
+def set_owner_on_begin(
     session: OrmSession, transaction: SessionTransaction, connection: Connection
 ) -> None:
     """Set the scope as a scoped session's transaction begins (a savepoint inherits it)."""

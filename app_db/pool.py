@@ -21,7 +21,8 @@ over when ``engine.dispose()`` replaces it.
 """
 
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import sqlalchemy
 from sqlalchemy import exc as sa_exc
@@ -36,6 +37,8 @@ from sqlalchemy.util import greenlet_spawn
 
 from app_db.closing import close_if_cancelling
 from app_db.turns import wait_recorders
+
+T = TypeVar("T")
 
 
 class Counters:
@@ -72,7 +75,7 @@ def _driver_closed(dbapi_connection: Any) -> bool:
     return driver is not None and bool(driver.is_closed())
 
 
-class _NotReadyError(Exception):
+class NotReadyError(Exception):
     """A quiet checkout found no connection that it could hand out without I/O."""
 
 
@@ -119,14 +122,27 @@ class EnginePool(AsyncAdaptedQueuePool):
         ``None`` (the pool has no idle connection, or the next one is not ready), the caller
         checks out through SQLAlchemy as usual, which waits, connects or recycles.
         """
-        if not CHECKS_MIRRORED or self.disposed or self._pre_ping:
-            return None
-        if any(listener is not refuse_closed_connection for listener in self.dispatch.checkout):
+        return self.quietly(self.connect)
+
+    def quietly(self, take: Callable[[], T]) -> T | None:
+        """Return ``take()`` run with the pool's checkouts quiet, or ``None`` if they cannot be.
+
+        A quiet checkout hands out a ready connection with no I/O, or raises ``NotReadyError``
+        before it took anything (then this returns ``None``). Checkouts cannot be quiet with a
+        ``pool_pre_ping``, a ``checkout`` listener but app_db's (either could talk to the
+        server), or a SQLAlchemy whose checks ``_ready`` does not mirror.
+        """
+        if (
+            not CHECKS_MIRRORED
+            or self.disposed
+            or self._pre_ping
+            or any(listener is not refuse_closed_connection for listener in self.dispatch.checkout)
+        ):
             return None
         self._quiet = True
         try:
-            return self.connect()
-        except _NotReadyError:
+            return take()
+        except NotReadyError:
             return None
         finally:
             self._quiet = False
@@ -175,16 +191,16 @@ class EnginePool(AsyncAdaptedQueuePool):
     def _ready_record(self) -> ConnectionPoolEntry:
         """Take the connection ``_do_get`` would hand out, if it is ready; else raise."""
         if self._stale(time.monotonic()):  # retiring a spare closes it: I/O
-            raise _NotReadyError
+            raise NotReadyError
         if not self._pool.empty():
             record = self._pool.get_nowait()
             if self._ready(record):
                 return record
             self._pool.put_nowait(record)  # the checkout through SQLAlchemy renews it
-            raise _NotReadyError
+            raise NotReadyError
         if self._spares and self._ready(self._spares[-1][1]):
             return self._spares.pop()[1]
-        raise _NotReadyError
+        raise NotReadyError
 
     def _ready(self, record: Any) -> bool:
         """Whether SQLAlchemy hands out this connection as it is (``get_connection``'s checks).
