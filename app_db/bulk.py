@@ -10,7 +10,7 @@ import asyncpg
 from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app_db import fastpath
+from app_db import driver_transaction
 from app_db.errors import AppDBError, InvalidInputError, typed_error, typed_errors
 from app_db.models import CustomerCreate
 from app_db.models.types import uuid7
@@ -240,7 +240,7 @@ async def _driver_in_transaction(db: AsyncSession) -> asyncpg.Connection:
     connection = await db.connection()
     raw = await connection.get_raw_connection()
     driver: asyncpg.Connection = raw.driver_connection  # type: ignore[assignment]
-    if not await fastpath.begin_on_adapter(raw.dbapi_connection):  # a later SQLAlchemy
+    if not await driver_transaction.begin_on_adapter(raw.dbapi_connection):  # a later SQLAlchemy
         await connection.execute(text("SELECT 1"))
     if not driver.is_in_transaction():
         raise RuntimeError("bulk_import needs the session's transaction to be open")

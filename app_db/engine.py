@@ -17,7 +17,7 @@ from sqlalchemy.pool import NullPool
 from sqlalchemy.util import greenlet_spawn
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app_db import ownership
+from app_db import driver_transaction, ownership
 from app_db.cluster import replica, routing
 from app_db.cluster.connect import Connector
 from app_db.cluster.fencing import Fence
@@ -156,8 +156,17 @@ def _drop_on_client_timeout(context: ExceptionContext) -> None:
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    """Return a factory of SQLModel ``AsyncSession`` objects that keep attributes after commit."""
-    return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+    """Return a factory of SQLModel ``AsyncSession`` objects that keep attributes after commit.
+
+    Their sessions are app_db's (``driver_transaction.Session``): SQLModel's, able to begin
+    a transaction on the driver for app_db's own writes, and hand it to SQLAlchemy if needed.
+    """
+    return async_sessionmaker(
+        engine,
+        class_=AsyncSession,
+        sync_session_class=driver_transaction.Session,
+        expire_on_commit=False,
+    )
 
 
 def transaction(
@@ -230,6 +239,17 @@ class Transaction:
     ) -> None:
         session = self._session
         assert session is not None
+        held = driver_transaction.held(session)
+        if held is not None:  # SQLAlchemy never began one: end the session's own, on the driver
+            with translated_errors():
+                await driver_transaction.end(session, held, commit=error is None)
+            if error is None:
+                routing.committed(session)
+                return
+            typed = translated(error)
+            if typed is not None:
+                raise typed from error
+            return
         if error is not None:
             with translated_errors():
                 await _abandon(session)

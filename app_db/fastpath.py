@@ -25,7 +25,7 @@ from sqlalchemy.util import greenlet_spawn
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app_db import session_connection
+from app_db import driver_transaction, session_connection
 from app_db.cluster.replica import Replica
 from app_db.cluster.routing import replica_for
 from app_db.errors import DISCONNECTS as _DISCONNECTS
@@ -33,7 +33,7 @@ from app_db.errors import AppDBError, DatabaseUnavailableError
 from app_db.instances import column_names, detached, detached_all, primary_key_of
 from app_db.observe import slow
 from app_db.ownership import OWNER, SET_SQL
-from app_db.pool import borrow, give_back
+from app_db.pool import borrow, drop, give_back
 from app_db.turns import fair_turn
 
 DRIVER_READS = "app_db_driver_reads"
@@ -92,6 +92,13 @@ async def fetch_in_transaction(db: AsyncSession, sql: str, *args: object) -> Seq
     do. For writes: what it writes commits or rolls back with the session's transaction.
     Pending ORM changes are not flushed first: flush them if the statement depends on them.
     """
+    held = driver_transaction.held(db)
+    if held is None:
+        engine = holdable(db)
+        if engine is not None:
+            held = await driver_transaction.begin(db, engine)
+    if held is not None:
+        return await _on_held(db, held, sql, args)
     sync = session_connection.quietly(db)
     if sync is None:
         sync = (await db.connection()).sync_connection
@@ -101,7 +108,7 @@ async def fetch_in_transaction(db: AsyncSession, sql: str, *args: object) -> Seq
         return await _through_sqlalchemy(await db.connection(), sql, args)
     pooled = sync.connection if not sync.invalidated else await greenlet_spawn(_revalidated, sync)
     try:
-        if not await begin_on_adapter(pooled.dbapi_connection):
+        if not await driver_transaction.begin_on_adapter(pooled.dbapi_connection):
             return await _through_sqlalchemy(await db.connection(), sql, args)
         return await _on_driver(pooled.driver_connection, sql, args, slow.threshold(options))
     except _DISCONNECTS as exc:
@@ -109,36 +116,35 @@ async def fetch_in_transaction(db: AsyncSession, sql: str, *args: object) -> Seq
         raise
 
 
+def holdable(db: AsyncSession) -> AsyncEngine | None:
+    """Return the engine the session may hold a transaction on (see ``driver_transaction``)."""
+    bind = db.bind
+    sync = db.sync_session
+    if (
+        isinstance(sync, driver_transaction.Session)
+        and isinstance(bind, AsyncEngine)
+        and sync.get_transaction() is None
+        and bind.sync_engine.get_execution_options().get(DRIVER_READS, True)
+        and session_connection.begins_quietly(db, bind, autobegin=True)
+    ):
+        return bind
+    return None
+
+
+async def _on_held(
+    db: AsyncSession, held: driver_transaction.Held, sql: str, args: tuple[object, ...]
+) -> Sequence[Row]:
+    options = held.engine.sync_engine.get_execution_options()
+    try:
+        return await _on_driver(held.pooled.driver_connection, sql, args, slow.threshold(options))
+    except _DISCONNECTS as exc:  # the transaction is lost with its connection
+        await driver_transaction.lost(db, held, exc)
+        raise
+
+
 def _revalidated(connection: Connection) -> PoolProxiedConnection:
     """Return the pooled connection of an invalidated one: SQLAlchemy checks out a new one."""
     return connection.connection
-
-
-async def begin_on_adapter(adapted: Any) -> bool:
-    """Begin the transaction on SQLAlchemy's asyncpg adapter if it has not; say if it could.
-
-    SQLAlchemy's ``BEGIN`` is lazy with asyncpg: its adapter sends it (at the session's
-    isolation level) just before the first statement that goes through SQLAlchemy. A statement
-    sent to the driver first would run outside the transaction, committed on its own, and
-    SQLAlchemy's ``COMMIT`` and ``ROLLBACK`` would then send nothing. So the adapter begins
-    here, as its own cursor would, under the same lock. An adapter without these parts (a
-    later SQLAlchemy) makes the caller go through SQLAlchemy instead: slower, never wrong.
-    """
-    start = getattr(adapted, "_start_transaction", None)
-    mutex = getattr(adapted, "_execute_mutex", None)
-    if start is None or mutex is None or not hasattr(adapted, "_transaction"):
-        return False
-    if adapted._transaction is None:
-        async with mutex:
-            if adapted._transaction is None:
-                try:
-                    await start()
-                except Exception as exc:  # the adapter's error: raise the driver's, as a call would
-                    driver_error = getattr(exc, "driver_exception", None)
-                    if isinstance(driver_error, _DISCONNECTS):
-                        raise driver_error from None
-                    raise
-    return True
 
 
 def borrowable(db: AsyncSession, *, scoped: bool = False) -> AsyncEngine | None:
@@ -260,7 +266,7 @@ async def _borrowed(
                     rows = await _in_scope(pooled.driver_connection, owner, sql, args, slow_after)
             except _DISCONNECTS as exc:
                 if isinstance(exc, TimeoutError):  # the server hangs: no graceful close
-                    await _drop(pooled, exc)
+                    await drop(pooled, exc)
                     raise
                 await greenlet_spawn(pooled.invalidate, exc)
                 if attempt == 2:
@@ -268,30 +274,19 @@ async def _borrowed(
                 continue
             except asyncio.CancelledError as exc:
                 if drop_if_cut or owner is not None:  # a hung server, or a transaction begun
-                    await _drop(pooled, exc)
+                    await drop(pooled, exc)
                 else:
                     await give_back(engine, pooled)
                 raise
             except BaseException as exc:
                 if owner is not None:  # the scoped transaction may still be open: drop it
-                    await _drop(pooled, exc)
+                    await drop(pooled, exc)
                 else:
                     await give_back(engine, pooled)
                 raise
             await give_back(engine, pooled)
             return rows
     raise AssertionError("unreachable")
-
-
-async def _drop(pooled: PoolProxiedConnection, cause: BaseException) -> None:
-    """Close a pooled connection at once, without the graceful close a hung server never ends.
-
-    (SQLAlchemy's asyncpg adapter waits up to 2 s for a graceful close when it invalidates.)
-    """
-    driver = pooled.driver_connection
-    if driver is not None:
-        driver.terminate()
-    await greenlet_spawn(pooled.invalidate, cause)
 
 
 async def _on_driver(
@@ -345,6 +340,8 @@ def has_pending(db: AsyncSession) -> bool:
 
 
 def _holds_connection(db: AsyncSession) -> bool:
+    if driver_transaction.held(db) is not None:
+        return True
     transaction = db.sync_session.get_transaction()  # the root transaction, if one began
     return transaction is not None and bool(transaction.connections)
 

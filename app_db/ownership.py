@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import SessionTransaction
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app_db import driver_transaction
 from app_db.errors import InvalidInputError
 from app_db.validation import checked_uuid
 
@@ -56,6 +57,9 @@ async def scope(db: AsyncSession, owner_id: uuid.UUID) -> None:
             raise InvalidInputError("the session is scoped to another owner", field="owner_id")
         return
     db.info[OWNER] = owner_id
+    if driver_transaction.held(db) is not None:
+        await db.connection()  # SQLAlchemy's transaction adopts the held one: its begin sets it
+        return
     transaction = db.sync_session.get_transaction()
     if transaction is not None and transaction.connections:  # begun already: set it now
         connection = await db.connection()

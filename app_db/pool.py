@@ -284,3 +284,14 @@ async def give_back(engine: AsyncEngine, pooled: PoolProxiedConnection) -> None:
         pooled.close()
     else:
         await greenlet_spawn(pooled.close)
+
+
+async def drop(pooled: PoolProxiedConnection, cause: BaseException) -> None:
+    """Close a pooled connection at once, without the graceful close a hung server never ends.
+
+    (SQLAlchemy's asyncpg adapter waits up to 2 s for a graceful close when it invalidates.)
+    """
+    driver = pooled.driver_connection
+    if driver is not None:
+        driver.terminate()
+    await greenlet_spawn(pooled.invalidate, cause)

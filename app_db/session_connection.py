@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session as OrmSession
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app_db import driver_transaction
 from app_db.ownership import OWNER, set_owner_on_begin
 from app_db.pool import EnginePool
 
@@ -45,21 +46,24 @@ def quietly(db: AsyncSession) -> Connection | None:
     if root is not None and root.connections:
         return sync.connection()
     bind = db.bind
-    if not isinstance(bind, AsyncEngine) or not _begins_quietly(db, bind, autobegin=root is None):
+    if not isinstance(bind, AsyncEngine) or not begins_quietly(db, bind, autobegin=root is None):
         return None
     pool = bind.sync_engine.pool
-    assert isinstance(pool, EnginePool)  # _begins_quietly checked it
+    assert isinstance(pool, EnginePool)  # begins_quietly checked it
     return pool.quietly(sync.connection)
 
 
-def _begins_quietly(db: AsyncSession, engine: AsyncEngine, *, autobegin: bool) -> bool:
+def begins_quietly(db: AsyncSession, engine: AsyncEngine, *, autobegin: bool) -> bool:
     sync = db.sync_session
     sync_engine = engine.sync_engine
     if not isinstance(sync_engine.pool, EnginePool) or OWNER in db.info:
         return False
     if sync.execution_options or sync_engine.get_execution_options().get("isolation_level"):
         return False
-    if autobegin and _listened(sync.dispatch.after_transaction_create):
+    if autobegin and any(
+        listener is not driver_transaction.adopt_held
+        for listener in sync.dispatch.after_transaction_create
+    ):
         return False
     if any(listener is not set_owner_on_begin for listener in sync.dispatch.after_begin):
         return False

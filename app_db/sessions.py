@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app_db import coalesce, fastpath, instances, session_lookups
+from app_db import coalesce, driver_transaction, fastpath, instances, session_lookups
 from app_db.errors import InvalidInputError, typed_errors
 from app_db.models import Session, User
 from app_db.models.session import USER_AGENT_MAX_LENGTH, IPAddress
@@ -64,7 +64,11 @@ async def issue(
     ``ip`` and ``user_agent`` default to those of the enclosing ``security.client`` block.
     Beyond ``SESSION_MAX_PER_USER`` live sessions, the same statement revokes the oldest
     (concurrent logins of one user may each keep one more until the next). Raises
-    ``NotFoundError`` when no such user exists.
+    ``NotFoundError`` when no such user exists. The stored row joins the session's identity
+    map when SQLAlchemy's transaction is under way; when the session holds its transaction on
+    the driver (``app_db.driver_transaction``), it comes back detached, as the fast path's
+    reads do, so that the INSERT needs none of SQLAlchemy's machinery: ``db.add`` it to change
+    it in this transaction.
     """
     policy = settings or default_settings()
     lifetime = policy.idle_timeout if ttl is None else ttl
@@ -93,7 +97,8 @@ async def issue(
     )
     row = rows[0]
     session = fastpath.load_values(db, Session, _session_values(row))
-    db.add(session)  # persistent already: joins the session's identity map, no INSERT
+    if not driver_transaction.held(db):  # SQLAlchemy's transaction: join its identity map
+        db.add(session)  # persistent already: no INSERT
     client = Client(address, agent)
     events.record(events.SESSION_ISSUED, user_id=user_id, session_id=session.id, client=client)
     if capped and row["revoked"]:

@@ -1,4 +1,8 @@
-"""A session's own connection is taken without SQLAlchemy's greenlet only when that needs no I/O."""
+"""A session's own connection is taken without SQLAlchemy's greenlet only when that needs no I/O.
+
+The sessions here are of SQLModel's own class, which never hold a transaction on the driver
+(``tests/test_driver_transaction.py``): their first statement takes SQLAlchemy's connection.
+"""
 
 import uuid
 from collections.abc import AsyncIterator
@@ -11,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.ext.asyncio import AsyncSession as SQLAlchemyAsyncSession
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app_db import create_engine, create_sessionmaker, pool_stats, transaction
+from app_db import create_engine, pool_stats, transaction
 from app_db.engine import dispose
 from app_db.fastpath import fetch_in_transaction
 from app_db.session_connection import quietly
@@ -28,6 +32,10 @@ async def notes(own_database: URL) -> AsyncIterator[AsyncEngine]:
         yield engine
     finally:
         await dispose(engine)
+
+
+def sqlmodel_sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
 
 
 async def stored(engine: AsyncEngine) -> list[int]:
@@ -59,7 +67,7 @@ def awaited(monkeypatch: pytest.MonkeyPatch) -> list[object]:
 async def test_statements_take_the_sessions_connection_as_a_plain_call(
     notes: AsyncEngine, awaited: list[object]
 ) -> None:
-    maker = create_sessionmaker(notes)
+    maker = sqlmodel_sessions(notes)
     async with transaction(maker) as db:
         await fetch_in_transaction(db, "INSERT INTO notes VALUES (1)")
         first = await fetch_in_transaction(db, "SELECT pg_backend_pid() AS pid")
@@ -77,7 +85,7 @@ async def test_a_scoped_session_begins_through_sqlalchemy_with_its_scope(
     notes: AsyncEngine, awaited: list[object]
 ) -> None:
     owner = uuid.uuid4()
-    async with transaction(create_sessionmaker(notes), owner=owner) as db:
+    async with transaction(sqlmodel_sessions(notes), owner=owner) as db:
         assert quietly(db) is None  # its transaction begins by setting the scope: a round trip
         rows = await fetch_in_transaction(db, "SELECT current_setting('app_db.owner_id') AS o")
         assert rows[0]["o"] == str(owner)
@@ -89,7 +97,7 @@ async def test_a_scoped_session_begins_through_sqlalchemy_with_its_scope(
 async def test_a_savepoint_not_yet_sent_is_sent_through_sqlalchemy(
     notes: AsyncEngine, awaited: list[object]
 ) -> None:
-    async with transaction(create_sessionmaker(notes)) as db:
+    async with transaction(sqlmodel_sessions(notes)) as db:
         await fetch_in_transaction(db, "INSERT INTO notes VALUES (1)")
         savepoint = await db.begin_nested()
         assert quietly(db) is None
@@ -102,7 +110,7 @@ async def test_a_savepoint_not_yet_sent_is_sent_through_sqlalchemy(
 
 async def test_an_apps_begin_listeners_still_run(notes: AsyncEngine, awaited: list[object]) -> None:
     seen: list[str] = []
-    maker = create_sessionmaker(notes)
+    maker = sqlmodel_sessions(notes)
 
     def engine_begin(*_: object) -> None:
         seen.append("engine begin")
@@ -123,7 +131,7 @@ async def test_a_connection_that_is_not_ready_is_renewed_through_sqlalchemy(
     own_database: URL, awaited: list[object]
 ) -> None:
     engine = create_engine(settings(own_database, database_pool_recycle=1))  # always due
-    maker = create_sessionmaker(engine)
+    maker = sqlmodel_sessions(engine)
     try:
         async with transaction(maker) as db:
             first = await fetch_in_transaction(db, "SELECT pg_backend_pid() AS pid")
