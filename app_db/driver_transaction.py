@@ -27,10 +27,11 @@ import asyncio
 from typing import Any
 
 from sqlalchemy import Connection, event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import SessionTransaction
 from sqlalchemy.pool import PoolProxiedConnection
-from sqlalchemy.util import await_only
+from sqlalchemy.util import await_only, greenlet_spawn
 from sqlmodel import Session as SQLModelSession
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -65,20 +66,28 @@ class Session(SQLModelSession):
         return super().begin(nested=nested)
 
     def rollback(self) -> None:
-        _end_unadopted(self)
-        super().rollback()
+        try:
+            _end_unadopted(self)
+        finally:
+            super().rollback()
 
     def close(self) -> None:
-        _end_unadopted(self)
-        super().close()
+        try:
+            _end_unadopted(self)
+        finally:
+            super().close()
 
     def reset(self) -> None:
-        _end_unadopted(self)
-        super().reset()
+        try:
+            _end_unadopted(self)
+        finally:
+            super().reset()
 
     def invalidate(self) -> None:
-        _end_unadopted(self, invalidate=True)
-        super().invalidate()
+        try:
+            _end_unadopted(self, invalidate=True)
+        finally:
+            super().invalidate()
 
 
 def held(db: AsyncSession) -> Held | None:
@@ -103,14 +112,24 @@ async def begin(db: AsyncSession, engine: AsyncEngine) -> Held | None:
     if not begun:
         await give_back(engine, pooled)
         return None
+    info = db.sync_session.info
+    if HELD in info:  # another task began one on this session meanwhile: one session, one task
+        await end(db, Held(engine, pooled), commit=False, held_by_session=False)
+        raise sa_exc.InvalidRequestError(
+            "the session began a transaction for another task meanwhile: a session serves "
+            "one task at a time"
+        )
     transaction = Held(engine, pooled)
-    db.sync_session.info[HELD] = transaction
+    info[HELD] = transaction
     return transaction
 
 
-async def end(db: AsyncSession, transaction: Held, *, commit: bool) -> None:
+async def end(
+    db: AsyncSession, transaction: Held, *, commit: bool, held_by_session: bool = True
+) -> None:
     """Commit or roll back a held transaction, then give its connection back (or drop it)."""
-    del db.sync_session.info[HELD]
+    if held_by_session:
+        del db.sync_session.info[HELD]
     engine, pooled = transaction.engine, transaction.pooled
     if not commit and cancelling():  # a hung server never answers a ROLLBACK
         await drop(pooled, asyncio.CancelledError())
@@ -123,10 +142,22 @@ async def end(db: AsyncSession, transaction: Held, *, commit: bool) -> None:
     await give_back(engine, pooled)
 
 
-async def lost(db: AsyncSession, transaction: Held, cause: BaseException) -> None:
-    """Forget a held transaction whose connection failed, and drop that connection."""
-    db.sync_session.info.pop(HELD, None)
-    await drop(transaction.pooled, cause)
+async def lost(db: AsyncSession, cause: BaseException) -> None:
+    """Hand SQLAlchemy a held transaction whose statement was lost or cut short, invalidated.
+
+    As with SQLAlchemy's own connection, the session's transaction then refuses every
+    statement and its commit (``PendingRollbackError``) until it is rolled back: a caller who
+    catches the error cannot commit the rest of the block without its first part. The
+    connection is closed, never given back.
+    """
+    await greenlet_spawn(_adopt_invalidated, db.sync_session, cause)
+
+
+def _adopt_invalidated(session: Any, cause: BaseException) -> None:
+    adopt(session)
+    found: Held = session.info[HELD]
+    assert found.adopted is not None
+    found.adopted.invalidate(cause if isinstance(cause, Exception) else None)
 
 
 async def _finish(adapted: Any, *, commit: bool) -> None:

@@ -240,9 +240,16 @@ class Transaction:
         session = self._session
         assert session is not None
         held = driver_transaction.held(session)
-        if held is not None:  # SQLAlchemy never began one: end the session's own, on the driver
+        if held is not None and error is None and has_pending(session):
+            # ORM changes to flush in it (a change begins SQLAlchemy's transaction, which adopts
+            # the held one: this is the safety net): adopt it, and commit them with it
+            await greenlet_spawn(driver_transaction.adopt, session.sync_session)
+        elif held is not None:  # SQLAlchemy never began one: end the session's own, on the driver
             with translated_errors():
-                await driver_transaction.end(session, held, commit=error is None)
+                try:
+                    await driver_transaction.end(session, held, commit=error is None)
+                finally:
+                    session.sync_session.close()  # no transaction: no I/O, as the commit's close
             if error is None:
                 routing.committed(session)
                 return

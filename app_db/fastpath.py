@@ -36,6 +36,8 @@ from app_db.ownership import OWNER, SET_SQL
 from app_db.pool import borrow, drop, give_back
 from app_db.turns import fair_turn
 
+_CUT: tuple[type[BaseException], ...] = (*_DISCONNECTS, asyncio.CancelledError)
+"""A statement of the session's transaction that raised these may or may not have run."""
 DRIVER_READS = "app_db_driver_reads"
 READ_TIMEOUT = "app_db_read_timeout"
 """The replica engine's execution option: seconds a borrowed read may take, all in."""
@@ -87,10 +89,12 @@ async def fetch(
 async def fetch_in_transaction(db: AsyncSession, sql: str, *args: object) -> Sequence[Row]:
     """Run one statement on the session's own connection, in its transaction, and return rows.
 
-    The transaction begins here if it has not (SQLAlchemy's ``BEGIN``, with the owner's scope
-    when the session has one); the statement itself goes to asyncpg directly, as ``fetch``'s
-    do. For writes: what it writes commits or rolls back with the session's transaction.
-    Pending ORM changes are not flushed first: flush them if the statement depends on them.
+    The transaction begins here if it has not: on the driver, held by an app_db session until
+    SQLAlchemy needs it (``app_db.driver_transaction``), or else SQLAlchemy's ``BEGIN``, with
+    the owner's scope when the session has one. The statement itself goes to asyncpg
+    directly, as ``fetch``'s do. For writes: what it writes commits or rolls back with the
+    session's transaction. Pending ORM changes are not flushed first: flush them if the
+    statement depends on them.
     """
     held = driver_transaction.held(db)
     if held is None:
@@ -111,8 +115,8 @@ async def fetch_in_transaction(db: AsyncSession, sql: str, *args: object) -> Seq
         if not await driver_transaction.begin_on_adapter(pooled.dbapi_connection):
             return await _through_sqlalchemy(await db.connection(), sql, args)
         return await _on_driver(pooled.driver_connection, sql, args, slow.threshold(options))
-    except _DISCONNECTS as exc:
-        await greenlet_spawn(sync.invalidate, exc)
+    except _CUT as exc:  # invalidated, as SQLAlchemy's own statement's would be
+        await greenlet_spawn(sync.invalidate, exc if isinstance(exc, Exception) else None)
         raise
 
 
@@ -124,6 +128,7 @@ def holdable(db: AsyncSession) -> AsyncEngine | None:
         isinstance(sync, driver_transaction.Session)
         and isinstance(bind, AsyncEngine)
         and sync.get_transaction() is None
+        and not has_pending(db)
         and bind.sync_engine.get_execution_options().get(DRIVER_READS, True)
         and session_connection.begins_quietly(db, bind, autobegin=True)
     ):
@@ -137,8 +142,8 @@ async def _on_held(
     options = held.engine.sync_engine.get_execution_options()
     try:
         return await _on_driver(held.pooled.driver_connection, sql, args, slow.threshold(options))
-    except _DISCONNECTS as exc:  # the transaction is lost with its connection
-        await driver_transaction.lost(db, held, exc)
+    except _CUT as exc:  # lost, or cut short mid-statement
+        await driver_transaction.lost(db, exc)
         raise
 
 

@@ -275,7 +275,8 @@ async def give_back(engine: AsyncEngine, pooled: PoolProxiedConnection) -> None:
     connection coming back to a full queue, a spare unused too long) or a ``NullPool`` needs
     SQLAlchemy's greenlet, since the close awaits the driver.
     """
-    pool = engine.sync_engine.pool
+    # The connection goes back to the pool it came from: the engine's, unless it was disposed.
+    pool = getattr(pooled, "_pool", None) or engine.sync_engine.pool
     if isinstance(pool, EnginePool):
         quiet = pool.returns_quietly()
     else:

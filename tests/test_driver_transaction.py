@@ -28,12 +28,14 @@ from app_db import (
 )
 from app_db.driver_transaction import held
 from app_db.engine import dispose
+from app_db.errors import DISCONNECTS
 from app_db.fastpath import fetch, fetch_in_transaction
 from app_db.models import User
 from tests.conftest import settings
 from tests.factories import make_user
 
 PID = "SELECT pg_backend_pid() AS pid"
+CUT: tuple[type[BaseException], ...] = (TimeoutError, *DISCONNECTS)
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -268,3 +270,76 @@ async def test_an_issued_session_is_found_once_its_block_committed(
         found = await sessions.validate(db, token)
     assert found is not None
     assert found[0].id == issued.id
+
+
+async def test_orm_changes_made_while_one_is_held_are_flushed_in_it(
+    notes: AsyncEngine, maker: async_sessionmaker[AsyncSession]
+) -> None:
+    async with transaction(maker) as db:
+        user = await make_user(db)
+        await db.commit()  # the user stays in the session (expire_on_commit=False)
+        await note(db, 1)
+        assert held(db) is not None
+        user.display_name = "Changed while held"
+        assert held(db) is None  # a change begins SQLAlchemy's transaction: it adopted the held one
+    assert returned(notes)
+    assert await stored(notes) == [1]
+    async with notes.connect() as connection:
+        result = await connection.execute(
+            text("SELECT display_name FROM users WHERE id = :id"), {"id": user.id}
+        )
+        assert result.scalar_one() == "Changed while held"
+
+
+async def test_two_tasks_on_one_session_fail_loudly_and_leak_nothing(
+    notes: AsyncEngine, maker: async_sessionmaker[AsyncSession]
+) -> None:
+    async with transaction(maker) as db:
+        outcomes = await asyncio.gather(note(db, 1), note(db, 2), return_exceptions=True)
+    failed = [o for o in outcomes if isinstance(o, BaseException)]
+    assert len(failed) == 1
+    assert isinstance(failed[0], sa_exc.InvalidRequestError)
+    assert returned(notes)
+    assert len(await stored(notes)) == 1  # the task that held it committed; the other, nothing
+
+
+@pytest.mark.parametrize("cut", ["lost connection", "timeout"])
+async def test_a_caller_who_catches_a_cut_statement_cannot_commit_the_rest(
+    notes: AsyncEngine, maker: async_sessionmaker[AsyncSession], cut: str
+) -> None:
+    async def carry_on() -> None:
+        async with transaction(maker) as db:
+            backend = await note(db, 1)
+            try:
+                if cut == "timeout":
+                    async with asyncio.timeout(0.2):
+                        await fetch_in_transaction(db, "SELECT pg_sleep(30)")
+                else:
+                    async with notes.connect() as other:
+                        kill = text("SELECT pg_terminate_backend(:pid)")
+                        await other.execute(kill, {"pid": backend})
+                    await asyncio.sleep(0.1)
+                    await note(db, 2)
+            except CUT:
+                pass  # the caller carries on as if nothing happened
+            await note(db, 3)
+
+    with pytest.raises(sa_exc.PendingRollbackError):
+        await carry_on()
+    assert returned(notes)
+    assert await stored(notes) == []
+
+
+async def test_a_held_connection_goes_back_to_its_own_pool_after_a_dispose(
+    own_database: URL,
+) -> None:
+    engine = create_engine(settings(own_database))
+    try:
+        async with engine.begin() as connection:
+            await connection.exec_driver_sql("CREATE TABLE notes (n int)")
+        async with transaction(create_sessionmaker(engine)) as db:
+            await note(db, 1)
+            await dispose(engine)  # a new pool: the held connection's own closes it on return
+        assert await stored(engine) == [1]
+    finally:
+        await dispose(engine)
