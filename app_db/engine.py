@@ -249,7 +249,8 @@ class Transaction:
                 try:
                     await driver_transaction.end(session, held, commit=error is None)
                 finally:
-                    session.sync_session.close()  # no transaction: no I/O, as the commit's close
+                    if session.sync_session.identity_map:  # detach them, as the commit's close
+                        session.sync_session.close()  # no transaction: no I/O
             if error is None:
                 routing.committed(session)
                 return

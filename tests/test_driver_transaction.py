@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel import select
@@ -343,3 +343,16 @@ async def test_a_held_connection_goes_back_to_its_own_pool_after_a_dispose(
         assert await stored(engine) == [1]
     finally:
         await dispose(engine)
+
+
+async def test_a_held_commit_closes_the_session_as_sqlalchemys_does(
+    notes: AsyncEngine, maker: async_sessionmaker[AsyncSession]
+) -> None:
+    async with transaction(maker) as db:
+        user = await make_user(db)
+        await db.commit()
+        await note(db, 1)
+        assert held(db) is not None
+        assert inspect(user).persistent
+    assert inspect(user).detached  # the session closed, as after SQLAlchemy's commit
+    assert await stored(notes) == [1]
