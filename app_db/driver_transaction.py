@@ -15,7 +15,11 @@ begins adopts the held connection, with its work so far, as SQLAlchemy's own con
 from then on SQLAlchemy runs, commits, rolls back and closes it, and the connection goes back
 to the pool as that transaction ends. ``rollback()``, ``close()``, ``reset()`` and
 ``invalidate()`` end a held transaction that SQLAlchemy never adopted, as they would end
-SQLAlchemy's; ``in_transaction()`` is true while one is held.
+SQLAlchemy's; ``in_transaction()`` is true while one is held. A statement lost with its
+connection or cut short (cancelled) hands the transaction to SQLAlchemy invalidated, as its own
+would be: every later statement and the commit raise until it is rolled back. As with
+SQLAlchemy's, a session serves one task at a time: a second task that begins one meanwhile
+fails (``InvalidRequestError``) and gives its connection back.
 
 It applies to sessions of app_db's class (``create_sessionmaker``) bound to an engine with
 app_db's pool, driver statements on, at the default isolation level, not scoped to an owner
