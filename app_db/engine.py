@@ -244,38 +244,45 @@ class Transaction:
             # ORM changes to flush in it (a change begins SQLAlchemy's transaction, which adopts
             # the held one: this is the safety net): adopt it, and commit them with it
             await greenlet_spawn(driver_transaction.adopt, session.sync_session)
-        elif held is not None:  # SQLAlchemy never began one: end the session's own, on the driver
-            with translated_errors():
-                try:
-                    await driver_transaction.end(session, held, commit=error is None)
-                finally:
-                    if session.sync_session.identity_map:  # detach them, as the commit's close
-                        session.sync_session.close()  # no transaction: no I/O
-            if error is None:
-                routing.committed(session)
-                return
-            typed = translated(error)
-            if typed is not None:
-                raise typed from error
-            return
+            held = None
         if error is not None:
             with translated_errors():
-                await _abandon(session)
+                if held is None:
+                    await _abandon(session)
+                else:
+                    await _end_held(session, held, commit=False)
             typed = translated(error)
             if typed is not None:
                 raise typed from error
             return
-        if session.in_transaction() or has_pending(session):
+        if held is not None or session.in_transaction() or has_pending(session):
             with translated_errors():
-                if isinstance(session.bind, AsyncConnection):
-                    try:
-                        await session.flush()
-                        await ownership.unset_in_outer_transaction(session)
-                    except BaseException:
-                        await session.close()
-                        raise
-                await _commit_and_close(session)
+                if held is not None:  # SQLAlchemy never began one: commit it on the driver
+                    await _end_held(session, held, commit=True)
+                else:
+                    if isinstance(session.bind, AsyncConnection):
+                        try:
+                            await session.flush()
+                            await ownership.unset_in_outer_transaction(session)
+                        except BaseException:
+                            await session.close()
+                            raise
+                    await _commit_and_close(session)
             routing.committed(session)
+
+
+async def _end_held(
+    session: AsyncSession,
+    held: driver_transaction.Held,
+    commit: bool,  # noqa: FBT001
+) -> None:
+    """Commit or roll back the session's held transaction, then close the session as after
+    SQLAlchemy's (it has no transaction of SQLAlchemy's: no I/O; nothing to do when empty)."""
+    try:
+        await driver_transaction.end(session, held, commit=commit)
+    finally:
+        if session.sync_session.identity_map:
+            session.sync_session.close()
 
 
 async def _abandon(session: AsyncSession) -> None:

@@ -270,10 +270,10 @@ async def borrow(engine: AsyncEngine) -> PoolProxiedConnection:
 async def give_back(engine: AsyncEngine, pooled: PoolProxiedConnection) -> None:
     """Return a borrowed connection to the pool, in a greenlet when the pool must close it.
 
-    Nothing began on the connection, so its reset costs no round trip. A pool that closes
-    nothing on this return keeps it at no cost; one that closes a connection (an overflow
-    connection coming back to a full queue, a spare unused too long) or a ``NullPool`` needs
-    SQLAlchemy's greenlet, since the close awaits the driver.
+    No transaction is open on it (none began, or it ended), so its reset costs no round trip.
+    A pool that closes nothing on this return keeps it at no cost; one that closes a
+    connection (an overflow connection coming back to a full queue, a spare unused too long)
+    or a ``NullPool`` needs SQLAlchemy's greenlet, since the close awaits the driver.
     """
     # The connection goes back to the pool it came from: the engine's, unless it was disposed.
     pool = getattr(pooled, "_pool", None) or engine.sync_engine.pool

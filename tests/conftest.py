@@ -160,6 +160,26 @@ async def engine(own_database: URL) -> AsyncIterator[AsyncEngine]:
 
 
 @pytest_asyncio.fixture(loop_scope="session")
+async def notes(own_database: URL) -> AsyncIterator[AsyncEngine]:
+    """An engine at the defaults on ``own_database``, with a table ``notes`` (one int column);
+    creating it left one idle connection in the pool."""
+    engine = create_engine(settings(own_database))
+    try:
+        async with engine.begin() as connection:
+            await connection.exec_driver_sql("CREATE TABLE notes (n int)")
+        yield engine
+    finally:
+        await dispose(engine)
+
+
+async def stored(engine: AsyncEngine) -> list[int]:
+    """Return the numbers in ``notes``, as another connection sees them (committed)."""
+    async with engine.connect() as connection:
+        result = await connection.exec_driver_sql("SELECT n FROM notes ORDER BY n")
+        return [row[0] for row in result]
+
+
+@pytest_asyncio.fixture(loop_scope="session")
 async def cluster() -> AsyncIterator[EmbeddedCluster]:
     """A cluster of this test's own, its ``postgres`` database migrated to head."""
     wheel = load_wheel()

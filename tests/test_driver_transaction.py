@@ -6,10 +6,8 @@ connection went back to the pool.
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
-import pytest_asyncio
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import URL
@@ -31,34 +29,16 @@ from app_db.engine import dispose
 from app_db.errors import DISCONNECTS
 from app_db.fastpath import fetch, fetch_in_transaction
 from app_db.models import User
-from tests.conftest import settings
+from tests.conftest import settings, stored
 from tests.factories import make_user
 
 PID = "SELECT pg_backend_pid() AS pid"
 CUT: tuple[type[BaseException], ...] = (TimeoutError, *DISCONNECTS)
 
 
-@pytest_asyncio.fixture(loop_scope="session")
-async def notes(own_database: URL) -> AsyncIterator[AsyncEngine]:
-    """An engine at the defaults, on a migrated database with a table ``notes``."""
-    engine = create_engine(settings(own_database))
-    try:
-        async with engine.begin() as connection:
-            await connection.exec_driver_sql("CREATE TABLE notes (n int)")
-        yield engine
-    finally:
-        await dispose(engine)
-
-
 @pytest.fixture
 def maker(notes: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return create_sessionmaker(notes)
-
-
-async def stored(engine: AsyncEngine) -> list[int]:
-    async with engine.connect() as connection:
-        result = await connection.exec_driver_sql("SELECT n FROM notes ORDER BY n")
-        return [row[0] for row in result]
 
 
 async def note(db: AsyncSession, n: int) -> int:

@@ -119,18 +119,24 @@ def quiet_pool(engine: AsyncEngine) -> EnginePool:
     return pool
 
 
-async def test_a_ready_connection_is_borrowed_without_sqlalchemys_greenlet(
-    empty_database: URL, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    engine = create_engine(settings(empty_database))
-    through_greenlet: list[object] = []
+@pytest.fixture
+def through_greenlet(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Record each checkout through SQLAlchemy's greenlet (``AsyncEngine.raw_connection``)."""
+    checkouts: list[object] = []
     checkout = AsyncEngine.raw_connection
 
     async def counted_checkout(self: AsyncEngine) -> object:
-        through_greenlet.append(self)
+        checkouts.append(self)
         return await checkout(self)
 
     monkeypatch.setattr(AsyncEngine, "raw_connection", counted_checkout)
+    return checkouts
+
+
+async def test_a_ready_connection_is_borrowed_without_sqlalchemys_greenlet(
+    empty_database: URL, through_greenlet: list[object]
+) -> None:
+    engine = create_engine(settings(empty_database))
     try:
         assert quiet_pool(engine).checkout_quietly() is None  # nothing idle: it must connect
         first = await borrowed_pid(engine)
@@ -255,17 +261,9 @@ async def test_a_connection_whose_server_went_away_is_replaced_not_handed_out(
 
 
 async def test_a_wal_position_read_borrows_as_the_fast_path_does(
-    empty_database: URL, monkeypatch: pytest.MonkeyPatch
+    empty_database: URL, through_greenlet: list[object]
 ) -> None:
     engine = create_engine(settings(empty_database))
-    through_greenlet: list[object] = []
-    checkout = AsyncEngine.raw_connection
-
-    async def counted_checkout(self: AsyncEngine) -> object:
-        through_greenlet.append(self)
-        return await checkout(self)
-
-    monkeypatch.setattr(AsyncEngine, "raw_connection", counted_checkout)
     try:
         positions = [await wal.read(engine, wal.PRIMARY_POSITION_SQL, None) for _ in range(3)]
         assert all(isinstance(position, int) for position in positions)

@@ -5,10 +5,8 @@ The sessions here are of SQLModel's own class, which never hold a transaction on
 """
 
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
-import pytest_asyncio
 from sqlalchemy import event
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
@@ -19,29 +17,11 @@ from app_db import create_engine, pool_stats, transaction
 from app_db.engine import dispose
 from app_db.fastpath import fetch_in_transaction
 from app_db.session_connection import quietly
-from tests.conftest import settings
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def notes(own_database: URL) -> AsyncIterator[AsyncEngine]:
-    """An engine at the defaults, on a database with a table ``notes`` and one idle connection."""
-    engine = create_engine(settings(own_database))
-    try:
-        async with engine.begin() as connection:
-            await connection.exec_driver_sql("CREATE TABLE notes (n int)")
-        yield engine
-    finally:
-        await dispose(engine)
+from tests.conftest import settings, stored
 
 
 def sqlmodel_sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
-
-
-async def stored(engine: AsyncEngine) -> list[int]:
-    async with engine.connect() as connection:
-        result = await connection.exec_driver_sql("SELECT n FROM notes ORDER BY n")
-        return [row[0] for row in result]
 
 
 async def insert_then_fail(maker: async_sessionmaker[AsyncSession]) -> None:

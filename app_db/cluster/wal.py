@@ -5,9 +5,8 @@ import re
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.util import greenlet_spawn
 
-from app_db.pool import borrow, give_back
+from app_db.pool import borrow, drop, give_back
 
 PRIMARY_POSITION_SQL = "SELECT pg_current_wal_insert_lsn()::text"
 """Where the primary's next WAL record goes: past every commit that has returned."""
@@ -45,8 +44,7 @@ async def read(engine: AsyncEngine, sql: str, timeout: float | None) -> int | No
         try:
             text = await driver.fetchval(sql)
         except BaseException as exc:
-            driver.terminate()
-            await greenlet_spawn(pooled.invalidate, exc)
+            await drop(pooled, exc)
             raise
         await give_back(engine, pooled)
     return parse(text)
