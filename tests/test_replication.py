@@ -32,6 +32,8 @@ from app_db import (
     create_engine,
     create_sessionmaker,
     customers,
+    driver_transaction,
+    fastpath,
     health,
     pool_stats,
     sessions,
@@ -337,3 +339,37 @@ async def test_the_example_app_is_consistent_on_a_lagging_standby(routed: AsyncE
             await c.post("/logout")
             stale += (await c.get("/me")).status_code != 401  # logout → /me
     assert stale == 0
+
+
+async def test_a_write_held_on_the_driver_is_read_back_in_its_block_and_after_it(
+    replicated: ReplicatedPair, routed: AsyncEngine
+) -> None:
+    """A write in a transaction held on the driver (``app_db.driver_transaction``): the block's
+    later reads see it on its own connection, never on the standby, and its commit position
+    carries it to the next transaction."""
+    maker = create_sessionmaker(routed)
+    replica = replica_state(routed)
+    async with transaction(maker) as db:
+        user = await make_user(db)
+    await caught_up(replicated)
+    await replica.measure(routed)
+    assert replica.route() == "replica"
+    count = "SELECT count(*) AS n FROM sessions WHERE user_id = $1"
+    served = replica.reads
+
+    async with transaction(maker) as db:
+        before = await fastpath.fetch(db, count, user.id, read_only=True)  # the standby
+        await sessions.issue(db, user.id)
+        assert driver_transaction.held(db) is not None
+        within = await fastpath.fetch(db, count, user.id, read_only=True)
+    position = await commit_position(db)
+    assert (before[0]["n"], within[0]["n"]) == (0, 1)
+    assert replica.reads == served + 1  # only the read before the write
+    assert position is not None
+
+    async with transaction(maker) as db:
+        anyone = await fastpath.fetch(db, count, user.id, read_only=True)
+    async with transaction(maker, after=position) as db:
+        the_writer = await fastpath.fetch(db, count, user.id, read_only=True)
+    assert anyone[0]["n"] == 0  # the standby, 300 ms behind
+    assert the_writer[0]["n"] == 1
