@@ -23,6 +23,9 @@ from app_db import (
     create_engine,
     create_sessionmaker,
     customers,
+    driver_transaction,
+    ownership,
+    sessions,
     transaction,
 )
 from app_db.engine import dispose
@@ -111,6 +114,44 @@ async def test_raw_sql_in_a_scope_reaches_only_the_owners_rows(
             assert await count(db, "owner_id = :a", a=A) == 4
             assert await count(db, "name = 'Bolt' AND owner_id = :b", b=B) == 1
             assert await customers.bulk_import(db, [{"name": "Unscoped"}]) == 1
+    finally:
+        await dispose(engine)
+
+
+@pytest.mark.parametrize("role", ["app_owner", "app_rw"])
+async def test_a_scope_set_after_a_write_held_on_the_driver_binds_the_rest(
+    cluster: EmbeddedCluster, role: str
+) -> None:
+    """A write in a transaction held on the driver (``app_db.driver_transaction``), then the
+    scope: SQLAlchemy's transaction adopts the held one and sets the scope on its connection,
+    and PostgreSQL keeps every later statement to the owner's rows."""
+    await set_up(cluster)
+    engine = engine_as(cluster.admin_url, role)
+    maker = create_sessionmaker(engine)
+    try:
+        async with transaction(maker) as db:
+            await sessions.issue(db, A)
+            assert driver_transaction.held(db) is not None
+            await ownership.scope(db, A)
+            assert driver_transaction.held(db) is None  # SQLAlchemy's now, scoped
+            assert await count(db) == 2
+            assert await count(db, "owner_id = :b OR owner_id IS NULL", b=B) == 0
+            assert (await sql(db, "UPDATE customers SET name = name || '!'")).rowcount == 2
+            assert (await sql(db, "DELETE FROM customers WHERE owner_id = :b", b=B)).rowcount == 0
+            assert sorted(c.name for c in (await customers.list(db)).items) == ["Acme!", "Apex!"]
+
+        async def give_away() -> None:
+            async with transaction(maker) as db:
+                await sessions.issue(db, A)
+                await ownership.scope(db, A)
+                await sql(db, "UPDATE customers SET owner_id = :b", b=B)
+
+        with pytest.raises(DBAPIError, match="row-level security"):
+            await give_away()
+        async with transaction(maker) as db:  # unscoped: the first block's session committed
+            assert await count(db, "name = 'Bolt' AND owner_id = :b", b=B) == 1
+            live = await sql(db, "SELECT count(*) FROM sessions WHERE user_id = :a", a=A)
+            assert live.scalar_one() == 1
     finally:
         await dispose(engine)
 
