@@ -59,7 +59,11 @@ class Row(Protocol):
 
 
 async def fetch(
-    db: AsyncSession, sql: str, *args: object, read_only: bool = False
+    db: AsyncSession,
+    sql: str,
+    *args: object,
+    read_only: bool = False,
+    record_class: type[asyncpg.Record] | None = None,
 ) -> Sequence[Row]:
     """Run one statement for the session and return its rows.
 
@@ -68,25 +72,32 @@ async def fetch(
     for this one statement instead: it sees what the first statement of the session's
     transaction would see under READ COMMITTED, without starting that transaction. A
     ``read_only`` statement borrowed this way goes to the read replica when the session's
-    route allows it (see ``app_db.cluster.routing``).
+    route allows it (see ``app_db.cluster.routing``). The driver builds its rows as
+    ``record_class`` (see ``app_db.rows``); through SQLAlchemy, they are mappings.
     """
     if has_pending(db):
         await db.flush()
     engine = borrowable(db)
     if engine is not None:
         replica = replica_for(db, engine) if read_only else None
-        return await on_engines(engine, lambda chosen: run_borrowed(chosen, sql, args), replica)
+        return await on_engines(
+            engine, lambda chosen: run_borrowed(chosen, sql, args, record_class), replica
+        )
     owner = db.info.get(OWNER)
     engine = borrowable(db, scoped=True) if read_only and owner is not None else None
     if engine is not None:
         replica = replica_for(db, engine)
         return await on_engines(
-            engine, lambda chosen: run_borrowed(chosen, sql, args, owner=owner), replica
+            engine,
+            lambda chosen: run_borrowed(chosen, sql, args, record_class, owner=owner),
+            replica,
         )
-    return await fetch_in_transaction(db, sql, *args)
+    return await fetch_in_transaction(db, sql, *args, record_class=record_class)
 
 
-async def fetch_in_transaction(db: AsyncSession, sql: str, *args: object) -> Sequence[Row]:
+async def fetch_in_transaction(
+    db: AsyncSession, sql: str, *args: object, record_class: type[asyncpg.Record] | None = None
+) -> Sequence[Row]:
     """Run one statement on the session's own connection, in its transaction, and return rows.
 
     The transaction begins here if it has not: on the driver, held by an app_db session until
@@ -102,7 +113,7 @@ async def fetch_in_transaction(db: AsyncSession, sql: str, *args: object) -> Seq
         if engine is not None:
             held = await driver_transaction.begin(db, engine)
     if held is not None:
-        return await _on_held(db, held, sql, args)
+        return await _on_held(db, held, sql, args, record_class)
     sync = session_connection.quietly(db)
     if sync is None:
         sync = (await db.connection()).sync_connection
@@ -114,7 +125,8 @@ async def fetch_in_transaction(db: AsyncSession, sql: str, *args: object) -> Seq
     try:
         if not await driver_transaction.begin_on_adapter(pooled.dbapi_connection):
             return await _through_sqlalchemy(await db.connection(), sql, args)
-        return await _on_driver(pooled.driver_connection, sql, args, slow.threshold(options))
+        driver = pooled.driver_connection
+        return await _on_driver(driver, sql, args, slow.threshold(options), record_class)
     except _CUT as exc:  # invalidated, as SQLAlchemy's own statement's would be
         await greenlet_spawn(sync.invalidate, exc if isinstance(exc, Exception) else None)
         raise
@@ -137,11 +149,16 @@ def holdable(db: AsyncSession) -> AsyncEngine | None:
 
 
 async def _on_held(
-    db: AsyncSession, held: driver_transaction.Held, sql: str, args: tuple[object, ...]
+    db: AsyncSession,
+    held: driver_transaction.Held,
+    sql: str,
+    args: tuple[object, ...],
+    record_class: type[asyncpg.Record] | None,
 ) -> Sequence[Row]:
     options = held.engine.sync_engine.get_execution_options()
+    driver = held.pooled.driver_connection
     try:
-        return await _on_driver(held.pooled.driver_connection, sql, args, slow.threshold(options))
+        return await _on_driver(driver, sql, args, slow.threshold(options), record_class)
     except _CUT as exc:  # lost, or cut short mid-statement
         await driver_transaction.lost(db, exc)
         raise
@@ -195,7 +212,12 @@ async def on_engines(
 
 
 async def run_borrowed(
-    engine: AsyncEngine, sql: str, args: tuple[object, ...], *, owner: uuid.UUID | None = None
+    engine: AsyncEngine,
+    sql: str,
+    args: tuple[object, ...],
+    record_class: type[asyncpg.Record] | None = None,
+    *,
+    owner: uuid.UUID | None = None,
 ) -> Sequence[Row]:
     """Run one statement on a connection borrowed from ``engine``'s pool for it alone.
 
@@ -213,11 +235,12 @@ async def run_borrowed(
                 await borrowed.exec_driver_sql(SET_SQL, (str(owner),))
             return await _through_sqlalchemy(borrowed, sql, args)
     timeout = options.get(READ_TIMEOUT)
+    slow_after = slow.threshold(options)
     if timeout is None:
-        return await _borrowed(engine, sql, args, slow.threshold(options), owner=owner)
+        return await _borrowed(engine, sql, args, slow_after, record_class, owner=owner)
     async with asyncio.timeout(timeout):
         return await _borrowed(
-            engine, sql, args, slow.threshold(options), drop_if_cut=True, owner=owner
+            engine, sql, args, slow_after, record_class, drop_if_cut=True, owner=owner
         )
 
 
@@ -249,6 +272,7 @@ async def _borrowed(
     sql: str,
     args: tuple[object, ...],
     slow_after: float | None,
+    record_class: type[asyncpg.Record] | None = None,
     *,
     retry: bool = True,
     drop_if_cut: bool = False,
@@ -265,10 +289,13 @@ async def _borrowed(
         async with fair_turn(engine):
             pooled = await borrow(engine)
             try:
+                driver = pooled.driver_connection
                 if owner is None:
-                    rows = await _on_driver(pooled.driver_connection, sql, args, slow_after)
+                    rows = await _on_driver(driver, sql, args, slow_after, record_class)
                 else:
-                    rows = await _in_scope(pooled.driver_connection, owner, sql, args, slow_after)
+                    rows = await _in_scope(
+                        driver, owner, sql, args, slow_after, record_class=record_class
+                    )
             except _DISCONNECTS as exc:
                 if isinstance(exc, TimeoutError):  # the server hangs: no graceful close
                     await drop(pooled, exc)
@@ -299,15 +326,16 @@ async def _on_driver(
     sql: str,
     args: tuple[object, ...],
     slow_after: float | None = None,
+    record_class: type[asyncpg.Record] | None = None,
 ) -> Sequence[Row]:
     connection: asyncpg.Connection = driver
     # On cancellation asyncpg sends the server a cancel request, and the connection's next
     # statement waits for it to finish: the connection can go back to the pool as it is.
     if slow_after is None:
-        rows: Sequence[Row] = await connection.fetch(sql, *args)
+        rows: Sequence[Row] = await connection.fetch(sql, *args, record_class=record_class)
         return rows
     started = time.perf_counter()
-    rows = await connection.fetch(sql, *args)
+    rows = await connection.fetch(sql, *args, record_class=record_class)
     slow.report(time.perf_counter() - started, slow_after, sql)
     return rows
 
@@ -316,14 +344,20 @@ _BEGIN_IN_SCOPE = "BEGIN READ ONLY; " + SET_SQL.replace("$1", "'{owner}'")
 
 
 async def _in_scope(
-    driver: Any, owner: uuid.UUID, sql: str, args: tuple[object, ...], slow_after: float | None
+    driver: Any,
+    owner: uuid.UUID,
+    sql: str,
+    args: tuple[object, ...],
+    slow_after: float | None,
+    *,
+    record_class: type[asyncpg.Record] | None,
 ) -> Sequence[Row]:
     """Run a read in a read-only transaction scoped to ``owner``, then end the transaction."""
     connection: asyncpg.Connection = driver
     # One round trip for both: a simple query may hold several statements. The owner's text
     # is a UUID's, parsed again here: hex digits and dashes only.
     await connection.execute(_BEGIN_IN_SCOPE.format(owner=uuid.UUID(str(owner))))
-    rows = await _on_driver(connection, sql, args, slow_after)
+    rows = await _on_driver(connection, sql, args, slow_after, record_class)
     await connection.execute("COMMIT")
     return rows
 

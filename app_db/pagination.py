@@ -7,7 +7,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Generic, Protocol, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from app_db.errors import InvalidInputError
 from app_db.models.types import postgres_text
@@ -21,7 +21,13 @@ _LAYOUT = struct.Struct(">q16s")
 
 
 class Page(BaseModel, Generic[T]):
-    """One page of results; pass ``next_cursor`` back to get the next (``None``: the last)."""
+    """One page of results; pass ``next_cursor`` back to get the next (``None``: the last).
+
+    Its items may be of any type (``Page[CustomerRow]`` names a page of read-only rows); to
+    serve a page, build one of read schemas (``Page[CustomerRead]``).
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
 
     items: list[T]
     next_cursor: str | None

@@ -5,6 +5,8 @@ Every function takes the ``AsyncSession`` first, flushes, and never commits.
 
 import builtins
 import uuid
+from datetime import datetime
+from typing import Protocol, runtime_checkable
 
 from pydantic import SecretStr, TypeAdapter
 from sqlalchemy import delete as sql_delete
@@ -13,7 +15,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app_db import coalesce, fastpath, instances, sessions
+from app_db import coalesce, fastpath, instances, rows, sessions
 from app_db.errors import (
     InvalidInputError,
     InvalidTokenError,
@@ -397,8 +399,9 @@ async def list(
     limit: int = 50,
     cursor: str | None = None,
     search: str | None = None,
-) -> Page[User]:
-    """Return a page of users ordered by (created_at, id), as ``customers.list`` pages.
+) -> "Page[UserRow]":
+    """Return a page of users ordered by (created_at, id), as read-only rows, as
+    ``customers.list`` pages.
 
     ``search`` matches a part of the email or display name in any letter case (read in page
     order: meant for admin tools, not for tables of millions). A ``limit`` outside
@@ -414,10 +417,37 @@ async def list(
         conditions.append(f"(email ILIKE ${len(args)} OR display_name ILIKE ${len(args)})")
     where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
     sql = f"{_SELECT_USERS} {where} ORDER BY created_at, id LIMIT $1"
-    rows = await fastpath.fetch(db, sql, *args, read_only=True)
-    return page_of(fastpath.load_many(db, User, rows), limit)
+    found = await fastpath.fetch(db, sql, *args, read_only=True, record_class=_ROW)
+    return page_of(rows.read_only(found, User), limit)
 
 
+@runtime_checkable
+class UserRow(rows.Row, Protocol):
+    """A user in a page from ``list``: read-only, its columns read as attributes or keys.
+
+    ``UserRead.model_validate(row)`` takes its values as they are. To change the user, ``get``
+    it, or use this module's functions.
+    """
+
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def email(self) -> str: ...
+    @property
+    def display_name(self) -> str | None: ...
+    @property
+    def password_hash(self) -> str: ...
+    @property
+    def is_active(self) -> bool: ...
+    @property
+    def verified_at(self) -> datetime | None: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def updated_at(self) -> datetime: ...
+
+
+_ROW = rows.record_class(User)
 _SELECT_USERS = f"SELECT {', '.join(_USER_NAMES)} FROM users"  # noqa: S608 - column names
 
 

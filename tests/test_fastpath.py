@@ -2,13 +2,14 @@
 
 import uuid
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
 
 import pytest
 import pytest_asyncio
-from pydantic import ValidationError
-from sqlalchemy import event, inspect
+from sqlalchemy import event
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.orm.exc import UnmappedInstanceError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_db import (
@@ -17,6 +18,7 @@ from app_db import (
     customers,
     fastpath,
     instances,
+    rows,
     sessions,
     users,
 )
@@ -65,50 +67,61 @@ async def test_hot_reads_take_the_chosen_path(
     assert (len(driver_reads) == 3) is through_sqlalchemy
 
 
-async def test_new_rows_come_detached_and_can_be_added_and_changed(
+@pytest.mark.usefixtures("driver_reads")
+async def test_a_page_holds_read_only_rows_and_a_change_goes_through_get(
     db_session: AsyncSession,
 ) -> None:
-    await customers.create(db_session, CustomerCreate(name="Tracked"))
+    await customers.create(db_session, CustomerCreate(name="Listed", email="a@example.com"))
     db_session.expunge_all()
 
-    page = await customers.list(db_session)
-    customer = page.items[0]
-    assert inspect(customer).detached
-    assert customer.model_dump()["name"] == "Tracked"
-    db_session.add(customer)
-    customer.name = "Tracked and changed"
+    row = (await customers.list(db_session)).items[0]
+    assert (row.name, row.email, row["name"]) == ("Listed", "a@example.com", "Listed")
+    assert "Listed" in repr(row)
+    with pytest.raises(AttributeError):
+        row.name = "Changed"  # type: ignore[misc]
+    with pytest.raises(UnmappedInstanceError):
+        db_session.add(row)
+    customer = await customers.get(db_session, row.id)
+    assert customer is not None
+    customer.name = "Changed"
     await db_session.flush()
-    db_session.expunge_all()
 
-    again = await customers.get(db_session, customer.id)
-    assert again is not None
-    assert again.name == "Tracked and changed"
+    assert [c.name for c in (await customers.list(db_session)).items] == ["Changed"]
 
 
-async def test_a_row_only_read_and_served_makes_no_instance_state(
-    db_session: AsyncSession,
+@pytest.mark.usefixtures("driver_reads")
+async def test_read_schemas_take_a_page_row_as_stored(
+    db_session: AsyncSession, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    await customers.create(db_session, CustomerCreate(name="Only read"))
-    db_session.expunge_all()
-    customer = (await customers.list(db_session)).items[0]
+    await customers.create(db_session, CustomerCreate(name="Stored", email="s@example.com"))
+    row = (await customers.list(db_session)).items[0]
+    expected = CustomerRead.__pydantic_validator__.validate_python(row, from_attributes=True)
 
-    assert CustomerRead.model_validate(customer).model_dump()["name"] == "Only read"
-    assert customer.model_dump()["name"] == customer.name == "Only read"
-    assert "Only read" in repr(customer)
-    assert "_sa_instance_state" not in customer.__dict__  # SQLAlchemy's state: not made
+    monkeypatch.setattr(CustomerRead, "__pydantic_validator__", _Refused())
+    built = CustomerRead.model_validate(row)  # a row of the table: taken as stored
 
-    customer.name = 7  # type: ignore[assignment]  # a change makes it, and is tracked
-    assert inspect(customer).modified
-    with pytest.raises(ValidationError, match="name"):  # a changed row is validated again
-        CustomerRead.model_validate(customer)
-    customer.name = "Changed before it joined a session"
-    db_session.add(customer)
-    await db_session.flush()
-    db_session.expunge_all()
-    again = await customers.get(db_session, customer.id)
-    assert again is not None
-    assert again.name == "Changed before it joined a session"
-    assert inspect(Customer(name="built by the app")).transient  # construction is untouched
+    assert built.model_dump_json() == expected.model_dump_json()
+    assert built.model_fields_set == expected.model_fields_set
+    with pytest.raises(_ValidatedError):  # the same values in any other object: validated
+        CustomerRead.model_validate(SimpleNamespace(**dict(row.items())))
+
+
+class _ValidatedError(Exception):
+    pass
+
+
+class _Refused:
+    def validate_python(self, *_: object, **__: object) -> object:
+        raise _ValidatedError
+
+
+def test_a_record_class_reads_the_model_columns_and_refuses_a_record_method_name() -> None:
+    record = rows.record_class(Customer)
+    assert record is rows.record_class(Customer)
+    assert rows.stored_model(record) is None  # the class, not a row of it
+    assert set(instances.column_names(Customer)) <= set(vars(record))
+    with pytest.raises(ValueError, match="keys"):
+        rows.record_class(Customer, "keys")
 
 
 async def test_pending_changes_are_flushed_before_a_read(db_session: AsyncSession) -> None:

@@ -23,7 +23,6 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 import app_db.fastapi as fastapi_layer
 from app_db import (
-    Customer,
     CustomerCreate,
     CustomerUpdate,
     Page,
@@ -65,7 +64,7 @@ async def routed(replicated: ReplicatedPair) -> AsyncIterator[AsyncEngine]:
         await dispose(built)
 
 
-def names(page: Page[Customer]) -> list[str]:
+def names(page: Page[customers.CustomerRow]) -> list[str]:
     return [customer.name for customer in page.items]
 
 

@@ -11,7 +11,7 @@ from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_db import customers
-from app_db.models import Customer, CustomerCreate
+from app_db.models import CustomerCreate
 from app_db.pagination import Page
 
 PLAN_CACHE_MODES = ("force_custom_plan", "force_generic_plan")
@@ -88,7 +88,7 @@ async def insert(db: AsyncSession, names: Iterable[str]) -> None:
 
 async def walk(
     db: AsyncSession, *, limit: int, search: str
-) -> tuple[list[str], list[Page[Customer]]]:
+) -> tuple[list[str], list[Page[customers.CustomerRow]]]:
     names: list[str] = []
     pages = []
     cursor = None

@@ -9,6 +9,7 @@ from sqlalchemy.orm.state import InstanceState
 from sqlmodel import SQLModel
 
 from app_db.instances import LAZY_STATE
+from app_db.rows import stored_model
 
 NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
@@ -65,7 +66,8 @@ class StoredRead(AppModel):
 
     ``model_validate`` of a table instance that the database returned (persistent or
     detached, unchanged since, every field loaded) copies its values without validating
-    them: app_db validated them on the way in, and the database's types hold them. Anything
+    them: app_db validated them on the way in, and the database's types hold them; so does a
+    row that app_db read from a model's table for a page (``app_db.rows``). Anything
     else (a mapping, a new or changed instance) is validated as usual. Building 50 read
     models for a page then costs about what building the instances did.
     """
@@ -95,7 +97,14 @@ class StoredRead(AppModel):
 
 
 def _stored_values(obj: object, fields: dict[str, Any]) -> dict[str, Any] | None:
-    """Return the field values of an unchanged instance loaded from the database, else None."""
+    """Return the field values of an unchanged instance loaded from the database, or of a row
+    that app_db read from its table (``app_db.rows``), else None."""
+    if stored_model(obj) is not None:
+        row: Any = obj
+        try:
+            return {name: row[name] for name in fields}
+        except KeyError:  # not a column of its table: let validation say so
+            return None
     loaded = getattr(obj, "__dict__", None)
     if loaded is None or LAZY_STATE not in loaded:  # else loaded by app_db, and untouched
         state = getattr(obj, "_sa_instance_state", None)
