@@ -81,6 +81,8 @@ def escape_like(term: str) -> str:
 
 def checked_limit(limit: int) -> int:
     """Return a page size in 1..``MAX_PAGE_SIZE``; refuse any other with ``InvalidInputError``."""
+    if not isinstance(limit, int):
+        raise InvalidInputError("must be an integer", field="limit")
     if not 1 <= limit <= MAX_PAGE_SIZE:
         raise InvalidInputError(f"must be between 1 and {MAX_PAGE_SIZE}", field="limit")
     return limit

@@ -407,7 +407,8 @@ async def list(
     order: meant for admin tools, not for tables of millions). A ``limit`` outside
     1..``MAX_PAGE_SIZE`` raises ``InvalidInputError``.
     """
-    args: builtins.list[object] = [checked_limit(limit) + 1]
+    rows_read = checked_limit(limit) + 1  # written in: see customers' _page_sql
+    args: builtins.list[object] = []
     conditions = []
     if cursor is not None:
         args += decode_cursor(cursor)
@@ -416,7 +417,7 @@ async def list(
         args.append(f"%{escape_like(search_term(search))}%")
         conditions.append(f"(email ILIKE ${len(args)} OR display_name ILIKE ${len(args)})")
     where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
-    sql = f"{_SELECT_USERS} {where} ORDER BY created_at, id LIMIT $1"
+    sql = f"{_SELECT_USERS} {where} ORDER BY created_at, id LIMIT {rows_read:d}"
     found = await fastpath.fetch(db, sql, *args, read_only=True, record_class=_ROW)
     return page_of(rows.read_only(found, User), limit)
 

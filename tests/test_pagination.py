@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app_db import customers
+from app_db import customers, users
+from app_db.errors import InvalidInputError
 from app_db.models import Customer, CustomerCreate
 
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
@@ -137,3 +138,40 @@ async def test_pages_stay_stable_while_rows_are_inserted(db_session: AsyncSessio
 
     assert len(seen) == len(set(seen))
     assert {c.id for c in original} <= set(seen)
+
+
+@pytest.mark.parametrize("table", ["customers", "users"])
+async def test_a_page_statement_keeps_one_plan_instead_of_planning_at_every_call(
+    db_session: AsyncSession, table: str
+) -> None:
+    lister = customers.list if table == "customers" else users.list
+    connection = await db_session.connection()
+    await connection.exec_driver_sql(
+        "INSERT INTO users (email, password_hash) SELECT 'planned' || i || '@example.com', 'h'"
+        " FROM generate_series(1, 5000) AS i"
+    )
+    await connection.exec_driver_sql(
+        "INSERT INTO customers (name) SELECT 'planned' || i FROM generate_series(1, 5000) AS i"
+    )
+    await connection.exec_driver_sql(f"ANALYZE {table}")  # a table as large as it says
+    first = await lister(db_session, limit=1)
+    assert first.next_cursor is not None
+    statement = f"% FROM {table} WHERE (created_at, id) > % ORDER BY created_at, id LIMIT %"
+    plans = text("SELECT generic_plans FROM pg_prepared_statements WHERE statement LIKE :s")
+
+    before = sum((await connection.execute(plans, {"s": statement})).scalars())
+    for _ in range(10):  # PostgreSQL weighs a generic plan after five custom ones
+        await lister(db_session, limit=1, cursor=first.next_cursor)
+    after = sum((await connection.execute(plans, {"s": statement})).scalars())
+
+    assert after - before >= 5
+
+
+@pytest.mark.parametrize("limit", [50.0, "50", None])
+async def test_a_limit_that_is_not_an_integer_is_refused(
+    db_session: AsyncSession, limit: object
+) -> None:
+    with pytest.raises(InvalidInputError, match="integer"):
+        await customers.list(db_session, limit=limit)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="integer"):
+        await users.list(db_session, limit=limit)  # type: ignore[arg-type]
