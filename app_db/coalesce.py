@@ -64,6 +64,14 @@ def by_key(name: str, table: str, columns: Sequence[str], key: str, key_type: st
     )
 
 
+PLANNED_KEYS = 10
+"""The keys a batch's array holds at least, padded with nulls (which match no row).
+
+PostgreSQL's generic plan of a prepared statement guesses 10 elements for an array
+parameter; a custom plan counts them. For a smaller batch the custom plan looks cheaper, so
+PostgreSQL would plan the statement again at every call instead of keeping its generic plan.
+"""
+
 _Waiting = tuple[object, "asyncio.Future[Any]", Any]
 """A caller's key, the future it awaits, and its span's context (``None`` untraced)."""
 
@@ -144,6 +152,8 @@ class _Batcher:
             )
             return {1: rows[0]} if rows else {}
         keys = [entry[0] for entry in batch]
+        if len(keys) < PLANNED_KEYS:  # the generic plan's size: see PLANNED_KEYS
+            keys += [None] * (PLANNED_KEYS - len(keys))
         rows = await fastpath.run_borrowed(self._engine, lookup.batch_sql, (keys, *lookup.args))
         return {row["n"]: row for row in rows}
 

@@ -16,6 +16,7 @@ from app_db import (
     create_engine,
     create_sessionmaker,
     customers,
+    fastpath,
     transaction,
     users,
 )
@@ -176,3 +177,34 @@ def test_pgbouncer_mode_runs_each_lookup_alone() -> None:
     )
     options = bouncer.sync_engine.get_execution_options()
     assert options[batching.COALESCE] == 0
+
+
+async def test_small_batches_keep_one_plan_instead_of_planning_at_every_call(
+    own_database: URL, people: dict[str, uuid.UUID]
+) -> None:
+    # One pooled connection, so that its prepared statements are the ones looked at.
+    one = create_engine(settings(own_database, database_pool_size=1, database_max_overflow=0))
+    try:
+        async with one.begin() as connection:  # a table as large as one in use
+            await connection.exec_driver_sql(
+                "INSERT INTO users (email, password_hash)"
+                " SELECT 'many' || i || '@example.com', 'h' FROM generate_series(1, 5000) AS i"
+            )
+        async with one.connect() as connection:
+            await connection.exec_driver_sql("ANALYZE users")
+        maker = create_sessionmaker(one)
+        emails = list(people)
+        for round_ in range(12):  # batches of two or three keys
+            asked = emails[round_ : round_ + 3]
+            assert await asyncio.gather(*(by_email(maker, e) for e in asked)) == [
+                people[e] for e in asked
+            ]
+        assert max(sizes(one, users._BY_EMAIL)) > 1
+        plans = await fastpath.run_borrowed(
+            one,
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement = $1",
+            (users._BY_EMAIL.batch_sql,),
+        )
+        assert plans[0]["generic_plans"] > 0, plans
+    finally:
+        await dispose(one)
