@@ -130,6 +130,8 @@ async def test_rows_the_database_returned_become_read_models_without_validation(
         (UserRead, await users.get(db_session, user.id)),
         (CustomerRead, await customers.get(db_session, customer.id)),
         (SessionRead, (await sessions.list_for_user(db_session, user.id))[0]),
+        (UserRead, (await users.list(db_session)).items[0]),  # a page's read-only rows
+        (CustomerRead, (await customers.list(db_session)).items[0]),
     ]
     validated = [
         (read, row, read.__pydantic_validator__.validate_python(row, from_attributes=True))
