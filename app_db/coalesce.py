@@ -30,6 +30,7 @@ from app_db import fastpath
 from app_db.cluster.routing import replica_for
 from app_db.errors import typed_error
 from app_db.observe import otel, spans
+from app_db.rows import Row
 
 COALESCE = "app_db_coalesce_max_batch"
 """The engine execution option that ``create_engine`` sets: the largest batch, 0 for none."""
@@ -90,7 +91,7 @@ class _Batcher:
         self._tasks: set[asyncio.Task[None]] = set()
         self.sizes: list[int] = []  # batch sizes seen, for the benchmark and the tests
 
-    async def get(self, key: object) -> fastpath.Row | None:
+    async def get(self, key: object) -> Row | None:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._pending.append((key, future, spans.caller()))
@@ -100,7 +101,7 @@ class _Batcher:
             task = loop.create_task(self._run(), context=contextvars.Context())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        row: fastpath.Row | None = await future
+        row: Row | None = await future
         return row
 
     async def _run(self) -> None:
@@ -212,7 +213,7 @@ def batcher(engine: AsyncEngine, lookup: Lookup) -> _Batcher | None:
 
 async def fetchrow(
     db: AsyncSession, lookup: Lookup, key: object, *, read_only: bool = False
-) -> fastpath.Row | None:
+) -> Row | None:
     """Return the row for ``key``: in a batch when the session may borrow, else on its own."""
     if not fastpath.has_pending(db):
         engine = fastpath.borrowable(db)
@@ -228,11 +229,11 @@ async def fetchrow(
     return await fastpath.fetchrow(db, lookup.one_sql, key, *lookup.args, read_only=read_only)
 
 
-async def get_borrowed(engine: AsyncEngine, lookup: Lookup, key: object) -> fastpath.Row | None:
+async def get_borrowed(engine: AsyncEngine, lookup: Lookup, key: object) -> Row | None:
     """Return the row for ``key`` on a pooled connection of ``engine``: batched when it may."""
     found = batcher(engine, lookup)
     if found is None:  # a replica engine built without coalescing
-        rows: Sequence[fastpath.Row] = await fastpath.run_borrowed(
+        rows: Sequence[Row] = await fastpath.run_borrowed(
             engine, lookup.one_sql, (key, *lookup.args)
         )
         return rows[0] if rows else None
@@ -249,7 +250,7 @@ async def get_into(db: AsyncSession, model: type[M], lookup: Lookup, key: object
     return None if row is None else loaded_into(db, model, row)
 
 
-def loaded_into(db: AsyncSession, model: type[M], row: fastpath.Row) -> M:
+def loaded_into(db: AsyncSession, model: type[M], row: Row) -> M:
     """Return the instance for a row, joined to the session (persistent: no INSERT follows)."""
     instance = fastpath.load(db, model, row)
     if instance not in db:

@@ -3,12 +3,13 @@
 Every function takes the ``AsyncSession`` first, flushes, and never commits.
 """
 
+import builtins
 import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
-from typing import Protocol, runtime_checkable
+from typing import Protocol, cast, runtime_checkable
 
 from sqlalchemy import and_, inspect
 from sqlalchemy import delete as sql_delete
@@ -32,6 +33,7 @@ from app_db.pagination import (
     encode_cursor,
     escape_like,
     page_of,
+    rows_to_read,
     search_term,
 )
 from app_db.validation import checked_uuid, validated
@@ -84,8 +86,8 @@ class CustomerRow(rows.Row, Protocol):
     def updated_at(self) -> datetime: ...
 
 
-_ROW = rows.record_class(Customer)
-_SEARCH_ROW = rows.record_class(Customer, "hit")
+_ROW = rows.record_class(Customer, _NAMES)
+_SEARCH_ROW = rows.record_class(Customer, (*_NAMES, "hit"))
 
 
 @traced
@@ -205,9 +207,9 @@ async def list(
     """
     query = list_query(limit=limit, cursor=cursor, search=search, owner=owner_of(db))
     record = _SEARCH_ROW if query.marks_stop else _ROW
-    found = rows.read_only(
+    found = cast(
+        "builtins.list[CustomerRow]",
         await fastpath.fetch(db, query.sql, *query.args, read_only=True, record_class=record),
-        Customer,
     )
     if not query.marks_stop:
         return page_of(found, limit)
@@ -260,13 +262,14 @@ def list_query(
     With ``owner``, every read is limited to that owner's rows (the policy of a scoped
     transaction limits them too; this lets the owner's index serve the page).
     """
-    rows_read = checked_limit(limit) + 1
     position = decode_cursor(cursor) if cursor is not None else ()
     if not search:
         args, after, mine = _placed((), position, owner)
-        return ListQuery(_page_sql(after, mine, rows_read), args)
+        return ListQuery(_page_sql(after, mine, rows_to_read(limit)), args)
     term = search_term(search)
-    args, after, mine = _placed((rows_read, f"%{escape_like(term)}%"), position, owner)
+    args, after, mine = _placed(
+        (checked_limit(limit) + 1, f"%{escape_like(term)}%"), position, owner
+    )
     if _has_trigram(term):
         sql = _search_sql(after, mine, SAMPLE_ROWS, SCAN_ROWS, INDEX_MATCHES)
         return ListQuery(sql, args, marks_stop=True)
@@ -311,8 +314,8 @@ def _where(*conditions: str) -> str:
 
 @cache
 def _page_sql(after: str, mine: str, rows: int) -> str:
-    # The limit is written in, not a parameter: with ``LIMIT $1`` the planner costs a generic
-    # plan for a tenth of the table, so PostgreSQL plans the statement again at every call.
+    # The limit is written in (see rows_to_read), not a parameter: with ``LIMIT $1`` the
+    # planner costs a generic plan for a tenth of the table, and plans again at every call.
     return f"{_SELECT} {_where(mine, after)} {_ORDER} LIMIT {rows:d}"
 
 

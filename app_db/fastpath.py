@@ -13,8 +13,8 @@ statement: it costs no BEGIN round trip and it sees all committed data.
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, Protocol, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import asyncpg
 from sqlalchemy import Connection
@@ -34,6 +34,7 @@ from app_db.instances import column_names, detached, detached_all, primary_key_o
 from app_db.observe import slow
 from app_db.ownership import OWNER, SET_SQL
 from app_db.pool import borrow, drop, give_back
+from app_db.rows import Row, mapped_class
 from app_db.turns import fair_turn
 
 _CUT: tuple[type[BaseException], ...] = (*_DISCONNECTS, asyncio.CancelledError)
@@ -44,18 +45,6 @@ READ_TIMEOUT = "app_db_read_timeout"
 
 M = TypeVar("M", bound=SQLModel)
 T = TypeVar("T")
-
-
-class Row(Protocol):
-    """A result row: an asyncpg ``Record`` or a SQLAlchemy ``RowMapping``."""
-
-    def __getitem__(self, key: str, /) -> Any: ...
-
-    def items(self) -> Iterable[tuple[Any, Any]]: ...
-
-    def keys(self) -> Iterable[Any]: ...
-
-    def values(self) -> Iterable[Any]: ...
 
 
 async def fetch(
@@ -72,8 +61,8 @@ async def fetch(
     for this one statement instead: it sees what the first statement of the session's
     transaction would see under READ COMMITTED, without starting that transaction. A
     ``read_only`` statement borrowed this way goes to the read replica when the session's
-    route allows it (see ``app_db.cluster.routing``). The driver builds its rows as
-    ``record_class`` (see ``app_db.rows``); through SQLAlchemy, they are mappings.
+    route allows it (see ``app_db.cluster.routing``). With ``record_class`` (see
+    ``app_db.rows``) the rows are of that class, or of its twin through SQLAlchemy.
     """
     if has_pending(db):
         await db.flush()
@@ -120,11 +109,11 @@ async def fetch_in_transaction(
         assert sync is not None
     options = sync.get_execution_options()
     if not options.get(DRIVER_READS, True):
-        return await _through_sqlalchemy(await db.connection(), sql, args)
+        return await _through_sqlalchemy(await db.connection(), sql, args, record_class)
     pooled = sync.connection if not sync.invalidated else await greenlet_spawn(_revalidated, sync)
     try:
         if not await driver_transaction.begin_on_adapter(pooled.dbapi_connection):
-            return await _through_sqlalchemy(await db.connection(), sql, args)
+            return await _through_sqlalchemy(await db.connection(), sql, args, record_class)
         driver = pooled.driver_connection
         return await _on_driver(driver, sql, args, slow.threshold(options), record_class)
     except _CUT as exc:  # invalidated, as SQLAlchemy's own statement's would be
@@ -233,7 +222,7 @@ async def run_borrowed(
         async with engine.begin() as borrowed:
             if owner is not None:
                 await borrowed.exec_driver_sql(SET_SQL, (str(owner),))
-            return await _through_sqlalchemy(borrowed, sql, args)
+            return await _through_sqlalchemy(borrowed, sql, args, record_class)
     timeout = options.get(READ_TIMEOUT)
     slow_after = slow.threshold(options)
     if timeout is None:
@@ -363,10 +352,19 @@ async def _in_scope(
 
 
 async def _through_sqlalchemy(
-    connection: AsyncConnection, sql: str, args: tuple[object, ...]
+    connection: AsyncConnection,
+    sql: str,
+    args: tuple[object, ...],
+    record_class: type[asyncpg.Record] | None = None,
 ) -> Sequence[Row]:
+    """Run the statement through SQLAlchemy; return mappings, or ``record_class``'s twins."""
     result = await connection.exec_driver_sql(sql, args)
-    return list(result.mappings()) if result.returns_rows else []
+    if not result.returns_rows:
+        return []
+    if record_class is None:
+        return list(result.mappings())
+    mapped = mapped_class(record_class)
+    return [mapped.of(values) for values in result.mappings()]
 
 
 def has_pending(db: AsyncSession) -> bool:

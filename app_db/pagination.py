@@ -81,24 +81,43 @@ def escape_like(term: str) -> str:
 
 def checked_limit(limit: int) -> int:
     """Return a page size in 1..``MAX_PAGE_SIZE``; refuse any other with ``InvalidInputError``."""
-    if not isinstance(limit, int):
+    if not isinstance(limit, int) or isinstance(limit, bool):
         raise InvalidInputError("must be an integer", field="limit")
     if not 1 <= limit <= MAX_PAGE_SIZE:
         raise InvalidInputError(f"must be between 1 and {MAX_PAGE_SIZE}", field="limit")
     return limit
 
 
+READ_SIZES = (2, 6, 11, 21, 26, 51, 101, 201, MAX_PAGE_SIZE + 1)
+"""The row counts that page statements read: a page of 1, 5, 10, 20, 25, 50, 100, 200 or
+``MAX_PAGE_SIZE`` rows and the one after it."""
+
+
+def rows_to_read(limit: int) -> int:
+    """Return how many rows a page statement reads for a page of ``limit`` (checked).
+
+    A page needs ``limit + 1`` rows (the one after says there is a next page), rounded up to
+    one of ``READ_SIZES``. The count is written into the statement, so that PostgreSQL keeps
+    one plan for it (a ``LIMIT $1`` looks costly to a generic plan, and is planned again at
+    every call); rounding keeps that to nine statements, however callers choose their sizes.
+    """
+    wanted = checked_limit(limit) + 1
+    return next(size for size in READ_SIZES if size >= wanted)
+
+
 class Keyed(Protocol):
-    created_at: datetime
-    id: uuid.UUID
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def id(self) -> uuid.UUID: ...
 
 
 K = TypeVar("K", bound=Keyed)
 
 
 def page_of(rows: list[K], limit: int) -> "Page[K]":
-    """Return the first ``limit`` of up to ``limit + 1`` rows read in key order, with the
-    cursor of the next page when there was one more."""
+    """Return the first ``limit`` of the rows read in key order, with the cursor of the next
+    page when there were more."""
     page: Page[K]  # an unparametrized Page: no schema is built for the rows' type
     if len(rows) > limit:
         last = rows[limit - 1]

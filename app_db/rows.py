@@ -1,113 +1,130 @@
 """Read-only rows for pages: the driver's records, their columns read as attributes.
 
-A page that is only read and served needs no ORM instance per row. ``record_class(model)``
-is an ``asyncpg.Record`` subclass that asyncpg builds each row as, in C, at no cost over its
-own records; each of the model's columns is a read-only attribute (a property over the
-record's own lookup by name), and the record still reads by key. Read schemas built on
-``app_db.models.base.StoredRead`` take such a row's values as they are, without validating
-them again: only app_db's own statements on the model's table build them.
+A page that is only read and served needs no ORM instance per row. ``record_class(model,
+names)`` is an ``asyncpg.Record`` subclass that asyncpg builds each row of a statement as,
+in C, at no cost over its own records: each of the statement's columns (``names``) reads as
+a read-only attribute (a property over the record's own lookup), and the record still reads
+by key. Where the statement goes through SQLAlchemy instead (behind PgBouncer), ``fastpath``
+builds each row as the record class's twin (``mapped_class``), a tuple with the same reads.
 
-Where the statement goes through SQLAlchemy instead (behind PgBouncer), ``read_only`` gives
-each row as a ``MappedRow``: the same attributes and keys, and the same trust, built in Python.
+Read schemas built on ``app_db.models.base.StoredRead`` take the values of such a row as
+they are, without validating them again, when every field of the schema is a column of
+``model``: the rows come from app_db's own statements on the model's table. Pydantic
+serializes a row as a dict of its columns, so a ``Page`` of rows dumps to JSON.
 """
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator
 from functools import cache
 from operator import itemgetter
 from typing import Any, Protocol, runtime_checkable
 
 import asyncpg
+from pydantic_core import SchemaSerializer, core_schema
 from sqlmodel import SQLModel
 
-from app_db.instances import column_names
+STORED_MODEL = "__app_db_stored_model__"
+"""The class attribute of a row class that names the model whose table its rows come from."""
+_MAPPED = "__app_db_mapped__"
 
 
 @runtime_checkable
 class Row(Protocol):
-    """What every row of a page reads as, besides its columns' attributes: a read-only mapping
-    of column name to value."""
+    """A row read by key: an asyncpg ``Record``, a SQLAlchemy ``RowMapping``, or a page's row."""
 
     def __getitem__(self, key: str, /) -> Any: ...
 
-    def keys(self) -> Iterable[str]: ...
+    def keys(self) -> Iterable[Any]: ...
 
     def values(self) -> Iterable[Any]: ...
 
-    def items(self) -> Iterable[tuple[str, Any]]: ...
+    def items(self) -> Iterable[tuple[Any, Any]]: ...
 
 
-STORED_MODEL = "__app_db_stored_model__"
-"""The class attribute that names the model a ``record_class`` reads."""
+def _as_dict(row: Any) -> dict[str, Any]:
+    return dict(row.items())
+
+
+_SERIALIZER = SchemaSerializer(
+    core_schema.any_schema(serialization=core_schema.plain_serializer_function_ser_schema(_as_dict))
+)
 
 
 @cache
-def record_class(model: type[SQLModel], *extra: str) -> type[asyncpg.Record]:
-    """Return the record class for rows of ``model``'s columns, and of ``extra`` ones.
+def record_class(model: type[SQLModel], names: tuple[str, ...]) -> type[asyncpg.Record]:
+    """Return the record class for rows of ``model``'s table with the columns ``names``.
 
-    Every column, and every ``extra`` name, reads as a read-only attribute.
+    Each name reads as a read-only attribute; a name that a record's own method has is
+    refused (``ValueError``).
     """
-    names = (*column_names(model), *extra)
-    taken = [name for name in names if hasattr(asyncpg.Record, name)]
+    taken = [name for name in names if hasattr(asyncpg.Record, name) or name.startswith("_")]
     if taken:
-        raise ValueError(f"columns named as a record's methods: {taken}")
+        raise ValueError(f"columns that cannot be attributes of a row: {taken}")
     attributes: dict[str, Any] = {name: property(itemgetter(name)) for name in names}
-    attributes[STORED_MODEL] = model
-    attributes["__slots__"] = ()
-    attributes["__module__"] = __name__
-    attributes["__doc__"] = f"A row of {model.__name__}'s columns, read-only, read as attributes."
-    return type(f"{model.__name__}Row", (asyncpg.Record,), attributes)
+    record: type[asyncpg.Record] = _row_class(model, asyncpg.Record, attributes)
+    mapped: dict[str, Any] = {name: property(itemgetter(index)) for index, name in enumerate(names)}
+    mapped |= {"_names": names, "_index": {name: i for i, name in enumerate(names)}}
+    setattr(record, _MAPPED, _row_class(model, _MappedRow, mapped))
+    return record
+
+
+def _row_class(model: type[SQLModel], base: type, attributes: dict[str, Any]) -> Any:
+    attributes |= {
+        STORED_MODEL: model,
+        "__slots__": (),
+        "__module__": __name__,
+        "__doc__": f"A row of {model.__name__}'s table: read-only, its columns as attributes.",
+        "__pydantic_serializer__": _SERIALIZER,
+    }
+    return type(f"{model.__name__}Row", (base,), attributes)
+
+
+def mapped_class(record: type[asyncpg.Record]) -> type["_MappedRow"]:
+    """Return the twin of a ``record_class`` for rows read through SQLAlchemy."""
+    mapped: type[_MappedRow] = getattr(record, _MAPPED)
+    return mapped
 
 
 def stored_model(row: object) -> type[SQLModel] | None:
-    """Return the model whose stored row this is (a ``record_class`` record, a ``MappedRow``
-    of ``read_only``), else None."""
-    if isinstance(row, MappedRow):
-        return row._model
+    """Return the model whose table this row was read from (a row of a ``record_class`` or
+    of its twin), else None."""
     model: type[SQLModel] | None = getattr(type(row), STORED_MODEL, None)
     return model
 
 
-class MappedRow:
-    """A row of ``model``'s table read through SQLAlchemy, read as a ``record_class`` record is:
-    by attribute or by key."""
+class _MappedRow(tuple[Any, ...]):
+    """A row read through SQLAlchemy, read as its ``record_class``'s records are: a tuple of
+    the values, read by attribute, by key, or by position."""
 
-    __slots__ = ("_model", "_values")
+    __slots__ = ()
+    _names: tuple[str, ...]
+    _index: dict[str, int]
 
-    def __init__(self, values: Mapping[str, Any], model: type[SQLModel]) -> None:
-        self._values = values
-        self._model = model
+    @classmethod
+    def of(cls, values: Row) -> "_MappedRow":
+        """Return the row of a mapping that holds (at least) the class's columns."""
+        return cls([values[name] for name in cls._names])
 
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self._values[name]
-        except KeyError:
-            raise AttributeError(name) from None
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            return tuple.__getitem__(self, self._index[key])
+        return tuple.__getitem__(self, key)
 
-    def __getitem__(self, key: str) -> Any:
-        return self._values[key]
+    def __contains__(self, key: object) -> bool:
+        return key in self._index
 
-    def keys(self) -> Any:
-        return self._values.keys()
+    def get(self, key: str, default: Any = None, /) -> Any:
+        index = self._index.get(key)
+        return default if index is None else tuple.__getitem__(self, index)
 
-    def values(self) -> Any:
-        return self._values.values()
+    def keys(self) -> Iterator[str]:
+        return iter(self._names)
 
-    def items(self) -> Any:
-        return self._values.items()
+    def values(self) -> Iterator[Any]:
+        return tuple.__iter__(self)
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, MappedRow) and dict(self._values) == dict(other._values)
-
-    __hash__ = None  # type: ignore[assignment]  # as a mapping: not hashable
+    def items(self) -> Iterator[tuple[str, Any]]:
+        return zip(self._names, tuple.__iter__(self), strict=True)
 
     def __repr__(self) -> str:
-        fields = " ".join(f"{name}={value!r}" for name, value in self._values.items())
-        return f"<MappedRow {fields}>"
-
-
-def read_only(rows: Sequence[Any], model: type[SQLModel]) -> list[Any]:
-    """Return rows read from ``model``'s table as they are if the driver built them (as a
-    ``record_class``), else each as a ``MappedRow``."""
-    if not rows or isinstance(rows[0], asyncpg.Record):
-        return rows if isinstance(rows, list) else list(rows)
-    return [MappedRow(row, model) for row in rows]
+        fields = " ".join(f"{name}={value!r}" for name, value in self.items())
+        return f"<{type(self).__name__} {fields}>"

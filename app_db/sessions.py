@@ -22,6 +22,7 @@ from app_db.models import Session, User
 from app_db.models.session import USER_AGENT_MAX_LENGTH, IPAddress
 from app_db.models.types import uuid7
 from app_db.observe.spans import traced
+from app_db.rows import Row
 from app_db.security import events
 from app_db.security.events import Client, current_client
 from app_db.security.tokens import hash_token, is_well_formed, new_token
@@ -133,7 +134,7 @@ SELECT issued.*, (SELECT count(*) FROM over_cap) AS revoked FROM issued
 statement does not see the row it inserts)."""
 
 
-def _session_values(row: fastpath.Row) -> dict[str, object]:
+def _session_values(row: Row) -> dict[str, object]:
     values = {name: row[name] for name in _SESSION_NAMES}
     if values["ip"] is not None:
         values["ip"] = str(values["ip"])

@@ -6,7 +6,7 @@ Every function takes the ``AsyncSession`` first, flushes, and never commits.
 import builtins
 import uuid
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import Protocol, cast, runtime_checkable
 
 from pydantic import SecretStr, TypeAdapter
 from sqlalchemy import delete as sql_delete
@@ -31,10 +31,10 @@ from app_db.models.types import EMAIL_MAX_LENGTH, normalize_email
 from app_db.observe.spans import traced
 from app_db.pagination import (
     Page,
-    checked_limit,
     decode_cursor,
     escape_like,
     page_of,
+    rows_to_read,
     search_term,
 )
 from app_db.security import events, one_time, throttle
@@ -407,7 +407,7 @@ async def list(
     order: meant for admin tools, not for tables of millions). A ``limit`` outside
     1..``MAX_PAGE_SIZE`` raises ``InvalidInputError``.
     """
-    rows_read = checked_limit(limit) + 1  # written in: see customers' _page_sql
+    read = rows_to_read(limit)
     args: builtins.list[object] = []
     conditions = []
     if cursor is not None:
@@ -417,9 +417,9 @@ async def list(
         args.append(f"%{escape_like(search_term(search))}%")
         conditions.append(f"(email ILIKE ${len(args)} OR display_name ILIKE ${len(args)})")
     where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
-    sql = f"{_SELECT_USERS} {where} ORDER BY created_at, id LIMIT {rows_read:d}"
+    sql = f"{_SELECT_USERS} {where} ORDER BY created_at, id LIMIT {read:d}"
     found = await fastpath.fetch(db, sql, *args, read_only=True, record_class=_ROW)
-    return page_of(rows.read_only(found, User), limit)
+    return page_of(cast("builtins.list[UserRow]", found), limit)
 
 
 @runtime_checkable
@@ -437,8 +437,6 @@ class UserRow(rows.Row, Protocol):
     @property
     def display_name(self) -> str | None: ...
     @property
-    def password_hash(self) -> str: ...
-    @property
     def is_active(self) -> bool: ...
     @property
     def verified_at(self) -> datetime | None: ...
@@ -448,8 +446,9 @@ class UserRow(rows.Row, Protocol):
     def updated_at(self) -> datetime: ...
 
 
-_ROW = rows.record_class(User)
-_SELECT_USERS = f"SELECT {', '.join(_USER_NAMES)} FROM users"  # noqa: S608 - column names
+_PAGE_NAMES = tuple(name for name in _USER_NAMES if name != "password_hash")
+_ROW = rows.record_class(User, _PAGE_NAMES)
+_SELECT_USERS = f"SELECT {', '.join(_PAGE_NAMES)} FROM users"  # noqa: S608 - column names
 
 
 @traced

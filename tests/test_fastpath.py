@@ -1,8 +1,10 @@
 """The driver fast path and its SQLAlchemy fallback give the same, session-attached results."""
 
+import json
 import uuid
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -23,7 +25,8 @@ from app_db import (
     users,
 )
 from app_db.fastpath import DRIVER_READS, _holds_connection
-from app_db.models import Customer, CustomerCreate, CustomerRead
+from app_db.models import Customer, CustomerCreate, CustomerRead, UserRead
+from app_db.models.base import StoredRead
 from app_db.testing import settings_for
 from tests.factories import make_user
 
@@ -115,13 +118,61 @@ class _Refused:
         raise _ValidatedError
 
 
-def test_a_record_class_reads_the_model_columns_and_refuses_a_record_method_name() -> None:
-    record = rows.record_class(Customer)
-    assert record is rows.record_class(Customer)
+def test_a_record_class_reads_its_columns_and_refuses_names_that_cannot_be_attributes() -> None:
+    names = instances.column_names(Customer)
+    record = rows.record_class(Customer, names)
+    assert record is rows.record_class(Customer, names)
     assert rows.stored_model(record) is None  # the class, not a row of it
-    assert set(instances.column_names(Customer)) <= set(vars(record))
-    with pytest.raises(ValueError, match="keys"):
-        rows.record_class(Customer, "keys")
+    assert set(names) <= set(vars(record)) & set(vars(rows.mapped_class(record)))
+    for name in ("keys", "_private"):
+        with pytest.raises(ValueError, match=name):
+            rows.record_class(Customer, (*names, name))
+
+
+@pytest.mark.usefixtures("driver_reads")
+async def test_a_page_row_reads_as_a_record_and_dumps_as_its_columns(
+    db_session: AsyncSession,
+) -> None:
+    await customers.create(db_session, CustomerCreate(name="Dumped", phone="+1 555 0100"))
+    page = await customers.list(db_session)
+    row: Any = page.items[0]  # read as asyncpg's records read
+
+    assert "name" in row
+    assert "nothing" not in row
+    assert len(row) == len(instances.column_names(Customer))
+    assert list(row) == list(row.values())
+    assert row.get("phone") == row["phone"] == row.phone == "+1 555 0100"
+    assert row.get("nothing", 7) == 7
+    assert row == tuple(row.values())  # compares as a tuple of its values, as a record does
+    assert isinstance(row, customers.CustomerRow)
+    dumped = json.loads(page.model_dump_json())
+    assert dumped["items"] == [json.loads(CustomerRead.model_validate(row).model_dump_json())]
+
+
+async def test_a_users_page_holds_no_password_hash(db_session: AsyncSession) -> None:
+    await make_user(db_session, "listed@example.com")
+    page = await users.list(db_session)
+
+    assert "password_hash" not in list(page.items[0].keys())
+    assert "argon2" not in repr(page.items) + page.model_dump_json()
+
+
+async def test_a_row_is_taken_as_stored_only_by_a_schema_of_its_table_columns(
+    db_session: AsyncSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class Hit(StoredRead):  # "hit" is read by a search, not a column of the table
+        name: str
+        hit: bool
+
+    await customers.create(db_session, CustomerCreate(name="Searched"))
+    row = (await customers.list(db_session, search="Searched")).items[0]
+    monkeypatch.setattr(Hit, "__pydantic_validator__", _Refused())
+    monkeypatch.setattr(UserRead, "__pydantic_validator__", _Refused())
+
+    with pytest.raises(_ValidatedError):
+        Hit.model_validate(row)
+    with pytest.raises(_ValidatedError):
+        UserRead.model_validate(row)
 
 
 async def test_pending_changes_are_flushed_before_a_read(db_session: AsyncSession) -> None:

@@ -167,7 +167,7 @@ async def test_a_page_statement_keeps_one_plan_instead_of_planning_at_every_call
     assert after - before >= 5
 
 
-@pytest.mark.parametrize("limit", [50.0, "50", None])
+@pytest.mark.parametrize("limit", [50.0, "50", None, True])
 async def test_a_limit_that_is_not_an_integer_is_refused(
     db_session: AsyncSession, limit: object
 ) -> None:
@@ -175,3 +175,10 @@ async def test_a_limit_that_is_not_an_integer_is_refused(
         await customers.list(db_session, limit=limit)  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError, match="integer"):
         await users.list(db_session, limit=limit)  # type: ignore[arg-type]
+
+
+def test_every_page_size_is_served_by_nine_statements() -> None:
+    statements = {customers.list_query(limit=n).sql for n in range(1, customers.MAX_PAGE_SIZE + 1)}
+    assert len(statements) == 9
+    assert customers.list_query(limit=50).sql.endswith("LIMIT 51")
+    assert customers.list_query(limit=30).sql.endswith("LIMIT 51")  # rounded up

@@ -1,6 +1,7 @@
 """The declarative base: one registry whose metadata names every constraint and index."""
 
-from typing import Any, Self
+from functools import cache
+from typing import Any, Self, cast
 
 from pydantic import ConfigDict, PrivateAttr, model_validator
 from sqlalchemy import MetaData
@@ -8,7 +9,7 @@ from sqlalchemy.orm import registry
 from sqlalchemy.orm.state import InstanceState
 from sqlmodel import SQLModel
 
-from app_db.instances import LAZY_STATE
+from app_db.instances import LAZY_STATE, column_names
 from app_db.rows import stored_model
 
 NAMING_CONVENTION = {
@@ -67,8 +68,9 @@ class StoredRead(AppModel):
     ``model_validate`` of a table instance that the database returned (persistent or
     detached, unchanged since, every field loaded) copies its values without validating
     them: app_db validated them on the way in, and the database's types hold them; so does a
-    row that app_db read from a model's table for a page (``app_db.rows``). Anything
-    else (a mapping, a new or changed instance) is validated as usual. Building 50 read
+    row that app_db read from a model's table for a page (``app_db.rows``). Only when every
+    field of the schema is a column of that table. Anything else (a mapping, a new or
+    changed instance, a row of another table) is validated as usual. Building 50 read
     models for a page then costs about what building the instances did.
     """
 
@@ -83,7 +85,7 @@ class StoredRead(AppModel):
         update: dict[str, Any] | None = None,
     ) -> Self:
         if strict is None and context is None and update is None:
-            values = _stored_values(obj, cls.__pydantic_fields__)
+            values = _stored_values(obj, cls)
             if values is not None:
                 built = _new(cls)
                 _set(built, "__dict__", values)
@@ -96,25 +98,38 @@ class StoredRead(AppModel):
         )
 
 
-def _stored_values(obj: object, fields: dict[str, Any]) -> dict[str, Any] | None:
+def _stored_values(obj: object, schema: type[AppModel]) -> dict[str, Any] | None:
     """Return the field values of an unchanged instance loaded from the database, or of a row
     that app_db read from its table (``app_db.rows``), else None."""
-    if stored_model(obj) is not None:
-        row: Any = obj
-        try:
-            return {name: row[name] for name in fields}
-        except KeyError:  # not a column of its table: let validation say so
-            return None
+    model = stored_model(obj)
+    if model is not None:
+        return _columns_of(obj, schema, model)
     loaded = getattr(obj, "__dict__", None)
     if loaded is None or LAZY_STATE not in loaded:  # else loaded by app_db, and untouched
         state = getattr(obj, "_sa_instance_state", None)
         if not isinstance(state, InstanceState) or state.key is None or state.modified:
             return None
         loaded = state.dict
-    try:
-        return {name: loaded[name] for name in fields}
-    except KeyError:  # expired or never loaded: let validation read it (and fail if it must)
+    return _columns_of(loaded, schema, cast("type[SQLModel]", type(obj)))
+
+
+def _columns_of(
+    values: Any, schema: type[AppModel], model: type[SQLModel]
+) -> dict[str, Any] | None:
+    """Return the schema's fields from a row or an instance's values of ``model``'s table,
+    if they are all columns of that table and all there; else None."""
+    if not _columns_hold(schema, model):
         return None
+    try:
+        return {name: values[name] for name in schema.__pydantic_fields__}
+    except KeyError:  # expired, never loaded or not read: let validation say (and fail if it must)
+        return None
+
+
+@cache
+def _columns_hold(schema: type[AppModel], model: type[SQLModel]) -> bool:
+    """Whether every field of the read schema is a column of the model's table."""
+    return set(schema.__pydantic_fields__) <= set(column_names(model))
 
 
 _new = object.__new__
