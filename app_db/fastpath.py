@@ -361,9 +361,9 @@ async def _through_sqlalchemy(
     result = await connection.exec_driver_sql(sql, args)
     if not result.returns_rows:
         return []
-    if record_class is None:
+    mapped = None if record_class is None else mapped_class(record_class)
+    if mapped is None:
         return list(result.mappings())
-    mapped = mapped_class(record_class)
     return [mapped.of(values) for values in result.mappings()]
 
 

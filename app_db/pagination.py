@@ -88,8 +88,8 @@ def checked_limit(limit: int) -> int:
     return limit
 
 
-READ_SIZES = (2, 6, 11, 21, 26, 51, 101, 201, MAX_PAGE_SIZE + 1)
-"""The row counts that page statements read: a page of 1, 5, 10, 20, 25, 50, 100, 200 or
+READ_SIZES = (11, 26, 51, 101, 201, MAX_PAGE_SIZE + 1)
+"""The row counts that page statements read: a page of 10, 25, 50, 100, 200 or
 ``MAX_PAGE_SIZE`` rows and the one after it."""
 
 
@@ -99,7 +99,9 @@ def rows_to_read(limit: int) -> int:
     A page needs ``limit + 1`` rows (the one after says there is a next page), rounded up to
     one of ``READ_SIZES``. The count is written into the statement, so that PostgreSQL keeps
     one plan for it (a ``LIMIT $1`` looks costly to a generic plan, and is planned again at
-    every call); rounding keeps that to nine statements, however callers choose their sizes.
+    every call); rounding keeps each statement to six texts, however callers choose their
+    sizes. A size between them reads up to about twice the rows it needs (11 for a page of
+    1, 501 for one of 201): the sizes above read exactly.
     """
     wanted = checked_limit(limit) + 1
     return next(size for size in READ_SIZES if size >= wanted)

@@ -10,7 +10,8 @@ builds each row as the record class's twin (``mapped_class``), a tuple with the 
 Read schemas built on ``app_db.models.base.StoredRead`` take the values of such a row as
 they are, without validating them again, when every field of the schema is a column of
 ``model``: the rows come from app_db's own statements on the model's table. Pydantic
-serializes a row as a dict of its columns, so a ``Page`` of rows dumps to JSON.
+serializes a row as a dict of the model's columns it holds, so a ``Page`` of rows dumps to
+JSON.
 """
 
 from collections.abc import Iterable, Iterator
@@ -21,6 +22,8 @@ from typing import Any, Protocol, runtime_checkable
 import asyncpg
 from pydantic_core import SchemaSerializer, core_schema
 from sqlmodel import SQLModel
+
+from app_db.instances import column_names
 
 STORED_MODEL = "__app_db_stored_model__"
 """The class attribute of a row class that names the model whose table its rows come from."""
@@ -40,13 +43,16 @@ class Row(Protocol):
     def items(self) -> Iterable[tuple[Any, Any]]: ...
 
 
-def _as_dict(row: Any) -> dict[str, Any]:
-    return dict(row.items())
+def _serializer(columns: tuple[str, ...]) -> SchemaSerializer:
+    """Return pydantic's serializer of a row: a dict of the model's columns it holds."""
 
+    def as_dict(row: Any) -> dict[str, Any]:
+        return {name: row[name] for name in columns}
 
-_SERIALIZER = SchemaSerializer(
-    core_schema.any_schema(serialization=core_schema.plain_serializer_function_ser_schema(_as_dict))
-)
+    schema = core_schema.any_schema(
+        serialization=core_schema.plain_serializer_function_ser_schema(as_dict)
+    )
+    return SchemaSerializer(schema)
 
 
 @cache
@@ -56,31 +62,40 @@ def record_class(model: type[SQLModel], names: tuple[str, ...]) -> type[asyncpg.
     Each name reads as a read-only attribute; a name that a record's own method has is
     refused (``ValueError``).
     """
-    taken = [name for name in names if hasattr(asyncpg.Record, name) or name.startswith("_")]
+    taken = [
+        name
+        for name in names
+        if hasattr(asyncpg.Record, name) or hasattr(_MappedRow, name) or name.startswith("_")
+    ]
     if taken:
         raise ValueError(f"columns that cannot be attributes of a row: {taken}")
+    columns = set(column_names(model))
+    serializer = _serializer(tuple(name for name in names if name in columns))
     attributes: dict[str, Any] = {name: property(itemgetter(name)) for name in names}
-    record: type[asyncpg.Record] = _row_class(model, asyncpg.Record, attributes)
+    record: type[asyncpg.Record] = _row_class(model, asyncpg.Record, attributes, serializer)
     mapped: dict[str, Any] = {name: property(itemgetter(index)) for index, name in enumerate(names)}
     mapped |= {"_names": names, "_index": {name: i for i, name in enumerate(names)}}
-    setattr(record, _MAPPED, _row_class(model, _MappedRow, mapped))
+    setattr(record, _MAPPED, _row_class(model, _MappedRow, mapped, serializer))
     return record
 
 
-def _row_class(model: type[SQLModel], base: type, attributes: dict[str, Any]) -> Any:
+def _row_class(
+    model: type[SQLModel], base: type, attributes: dict[str, Any], serializer: SchemaSerializer
+) -> Any:
     attributes |= {
         STORED_MODEL: model,
         "__slots__": (),
         "__module__": __name__,
         "__doc__": f"A row of {model.__name__}'s table: read-only, its columns as attributes.",
-        "__pydantic_serializer__": _SERIALIZER,
+        "__pydantic_serializer__": serializer,
     }
     return type(f"{model.__name__}Row", (base,), attributes)
 
 
-def mapped_class(record: type[asyncpg.Record]) -> type["_MappedRow"]:
-    """Return the twin of a ``record_class`` for rows read through SQLAlchemy."""
-    mapped: type[_MappedRow] = getattr(record, _MAPPED)
+def mapped_class(record: type[asyncpg.Record]) -> type["_MappedRow"] | None:
+    """Return the twin of a ``record_class`` for rows read through SQLAlchemy (None for a
+    record class built elsewhere)."""
+    mapped: type[_MappedRow] | None = getattr(record, _MAPPED, None)
     return mapped
 
 

@@ -6,8 +6,10 @@ from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
 
+import asyncpg
 import pytest
 import pytest_asyncio
+from pydantic import ValidationError
 from sqlalchemy import event
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -124,7 +126,7 @@ def test_a_record_class_reads_its_columns_and_refuses_names_that_cannot_be_attri
     assert record is rows.record_class(Customer, names)
     assert rows.stored_model(record) is None  # the class, not a row of it
     assert set(names) <= set(vars(record)) & set(vars(rows.mapped_class(record)))
-    for name in ("keys", "_private"):
+    for name in ("keys", "_private", "count", "of"):  # a record's, private, a tuple's, the twin's
         with pytest.raises(ValueError, match=name):
             rows.record_class(Customer, (*names, name))
 
@@ -147,6 +149,33 @@ async def test_a_page_row_reads_as_a_record_and_dumps_as_its_columns(
     assert isinstance(row, customers.CustomerRow)
     dumped = json.loads(page.model_dump_json())
     assert dumped["items"] == [json.loads(CustomerRead.model_validate(row).model_dump_json())]
+    searched = await customers.list(db_session, search="Dumped")  # its rows also read "hit"
+    assert searched.items[0]["hit"] is True
+    assert json.loads(searched.model_dump_json())["items"] == dumped["items"]
+
+
+@pytest.mark.usefixtures("driver_reads")
+async def test_a_record_class_built_elsewhere_reads_on_either_path(
+    db_session: AsyncSession,
+) -> None:
+    class Plain(asyncpg.Record):
+        __slots__ = ()
+
+    found = await fastpath.fetch(db_session, "SELECT 1 AS one", record_class=Plain)
+
+    assert found[0]["one"] == 1
+    assert rows.stored_model(found[0]) is None
+
+
+def test_an_unmapped_object_like_a_loaded_row_is_validated() -> None:
+    class Unmapped:
+        def __init__(self) -> None:
+            self.__dict__.update(
+                {instances.LAZY_STATE: True, "id": uuid.uuid4(), "name": 7, "email": None}
+            )
+
+    with pytest.raises(ValidationError, match="name"):
+        CustomerRead.model_validate(Unmapped())
 
 
 async def test_a_users_page_holds_no_password_hash(db_session: AsyncSession) -> None:

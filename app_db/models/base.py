@@ -5,6 +5,7 @@ from typing import Any, Self, cast
 
 from pydantic import ConfigDict, PrivateAttr, model_validator
 from sqlalchemy import MetaData
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import registry
 from sqlalchemy.orm.state import InstanceState
 from sqlmodel import SQLModel
@@ -128,7 +129,9 @@ def _columns_of(
 
 @cache
 def _columns_hold(schema: type[AppModel], model: type[SQLModel]) -> bool:
-    """Whether every field of the read schema is a column of the model's table."""
+    """Whether the model is mapped to a table, and every field of the read schema a column."""
+    if sa_inspect(model, raiseerr=False) is None:
+        return False
     return set(schema.__pydantic_fields__) <= set(column_names(model))
 
 
