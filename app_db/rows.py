@@ -59,8 +59,8 @@ def _serializer(columns: tuple[str, ...]) -> SchemaSerializer:
 def record_class(model: type[SQLModel], names: tuple[str, ...]) -> type[asyncpg.Record]:
     """Return the record class for rows of ``model``'s table with the columns ``names``.
 
-    Each name reads as a read-only attribute; a name that a record's own method has is
-    refused (``ValueError``).
+    Each name reads as a read-only attribute; a name that a record's or its twin's method
+    has, or a private one, is refused (``ValueError``).
     """
     taken = [
         name

@@ -7,11 +7,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
+from sqlalchemy.engine import URL
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app_db import customers, users
+from app_db import create_engine, create_sessionmaker, customers, fastpath, transaction, users
+from app_db.engine import dispose
 from app_db.errors import InvalidInputError
 from app_db.models import Customer, CustomerCreate
+from tests.conftest import settings as settings_for
 
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -142,29 +145,39 @@ async def test_pages_stay_stable_while_rows_are_inserted(db_session: AsyncSessio
 
 @pytest.mark.parametrize("table", ["customers", "users"])
 async def test_a_page_statement_keeps_one_plan_instead_of_planning_at_every_call(
-    db_session: AsyncSession, table: str
+    own_database: URL, table: str
 ) -> None:
     lister = customers.list if table == "customers" else users.list
-    connection = await db_session.connection()
-    await connection.exec_driver_sql(
-        "INSERT INTO users (email, password_hash) SELECT 'planned' || i || '@example.com', 'h'"
-        " FROM generate_series(1, 5000) AS i"
-    )
-    await connection.exec_driver_sql(
-        "INSERT INTO customers (name) SELECT 'planned' || i FROM generate_series(1, 5000) AS i"
-    )
-    await connection.exec_driver_sql(f"ANALYZE {table}")  # a table as large as it says
-    first = await lister(db_session, limit=1)
-    assert first.next_cursor is not None
-    statement = f"% FROM {table} WHERE (created_at, id) > % ORDER BY created_at, id LIMIT %"
-    plans = text("SELECT generic_plans FROM pg_prepared_statements WHERE statement LIKE :s")
+    # A database of its own, and one pooled connection: the statement has no history there.
+    one = create_engine(settings_for(own_database, database_pool_size=1, database_max_overflow=0))
+    try:
+        async with one.begin() as connection:  # tables as large as ones in use
+            await connection.exec_driver_sql(
+                "INSERT INTO users (email, password_hash)"
+                " SELECT 'planned' || i || '@example.com', 'h' FROM generate_series(1, 5000) AS i"
+            )
+            await connection.exec_driver_sql(
+                "INSERT INTO customers (name)"
+                " SELECT 'planned' || i FROM generate_series(1, 5000) AS i"
+            )
+        async with one.connect() as connection:
+            await connection.exec_driver_sql(f"ANALYZE {table}")
+        maker = create_sessionmaker(one)
+        async with transaction(maker) as db:
+            first = await lister(db, limit=1)
+        assert first.next_cursor is not None
+        for _ in range(10):  # PostgreSQL weighs a generic plan after five custom ones
+            async with transaction(maker) as db:
+                await lister(db, limit=1, cursor=first.next_cursor)
 
-    before = sum((await connection.execute(plans, {"s": statement})).scalars())
-    for _ in range(10):  # PostgreSQL weighs a generic plan after five custom ones
-        await lister(db_session, limit=1, cursor=first.next_cursor)
-    after = sum((await connection.execute(plans, {"s": statement})).scalars())
-
-    assert after - before >= 5
+        plans = await fastpath.run_borrowed(
+            one,
+            "SELECT generic_plans FROM pg_prepared_statements WHERE statement LIKE $1",
+            (f"% FROM {table} WHERE (created_at, id) > % ORDER BY created_at, id LIMIT %",),
+        )
+        assert [row["generic_plans"] for row in plans] == [5]
+    finally:
+        await dispose(one)
 
 
 @pytest.mark.parametrize("limit", [50.0, "50", None, True])
