@@ -26,7 +26,7 @@ from app_db.rows import Row
 from app_db.security import events
 from app_db.security.events import Client, current_client
 from app_db.security.tokens import hash_token, is_well_formed, new_token
-from app_db.settings import SessionSettings, load_session_settings
+from app_db.settings import MAX_SESSIONS_PER_USER, SessionSettings, load_session_settings
 from app_db.validation import checked_uuid, validated_value
 
 DEFAULT_PURGE_BATCH = 1000
@@ -64,7 +64,9 @@ async def issue(
     The session lasts ``ttl`` (default: the idle timeout), capped by the absolute lifetime.
     ``ip`` and ``user_agent`` default to those of the enclosing ``security.client`` block.
     Beyond ``SESSION_MAX_PER_USER`` live sessions, the same statement revokes the oldest
-    (concurrent logins of one user may each keep one more until the next). Raises
+    (concurrent logins of one user may each keep one more until the next). Each cap is a
+    statement of its own in the driver's cache (100 a connection): pass ``settings`` with a
+    handful of caps, not one per tenant among hundreds. Raises
     ``NotFoundError`` when no such user exists. The stored row joins the session's identity
     map when SQLAlchemy's transaction is under way; when the session holds its transaction on
     the driver (``app_db.driver_transaction``), it comes back detached, as the fast path's
@@ -92,9 +94,7 @@ async def issue(
     if fastpath.has_pending(db):
         await db.flush()  # a user added in this transaction must be there for the foreign key
     rows = await fastpath.fetch_in_transaction(
-        db,
-        ISSUE_CAPPED_SQL if capped else ISSUE_SQL,
-        *((*values, policy.max_per_user - 1) if capped else values),
+        db, issue_capped_sql(policy.max_per_user - 1) if capped else ISSUE_SQL, *values
     )
     row = rows[0]
     session = fastpath.load_values(db, Session, _session_values(row))
@@ -116,7 +116,7 @@ _INSERT = """
     VALUES ($1, $2, $3, $4, $5, now() + $6::interval)
 """
 ISSUE_SQL = f"{_INSERT} RETURNING {', '.join(_SESSION_NAMES)}"
-ISSUE_CAPPED_SQL = f"""
+_ISSUE_CAPPED = f"""
 WITH issued AS ({_INSERT} RETURNING {", ".join(_SESSION_NAMES)}),
 over_cap AS (
     UPDATE sessions SET revoked_at = now()
@@ -124,14 +124,29 @@ over_cap AS (
         SELECT id FROM sessions
         WHERE user_id = $2 AND revoked_at IS NULL AND expires_at > now()
         ORDER BY created_at DESC, id DESC
-        OFFSET $7
+        OFFSET {{others}}
     )
     RETURNING id
 )
 SELECT issued.*, (SELECT count(*) FROM over_cap) AS revoked FROM issued
 """  # noqa: S608 - built from the model's column names only
-"""Issue a session, and revoke the user's live sessions beyond the newest ``$7`` others (the
-statement does not see the row it inserts)."""
+
+
+@cache
+def issue_capped_sql(others: int) -> str:
+    """Return the statement that issues a session (``$1``..``$6`` as ``ISSUE_SQL``) and revokes
+    the user's live sessions beyond the newest ``others`` (it does not see the row it inserts).
+
+    ``others`` is written into the statement, not sent as a parameter: with ``OFFSET $7``,
+    PostgreSQL planned the statement again at every call once users held sessions near the
+    cap (the generic plan looks costlier than each custom one), about a sixth of the server's
+    CPU for a login. Each cap is a statement of its own on every connection.
+    """
+    if type(others) is not int or not 0 <= others < MAX_SESSIONS_PER_USER:  # no subclass either
+        raise InvalidInputError(
+            f"must be between 1 and {MAX_SESSIONS_PER_USER}", field="max_per_user"
+        )
+    return _ISSUE_CAPPED.format(others=others)
 
 
 def _session_values(row: Row) -> dict[str, object]:

@@ -30,6 +30,8 @@ _POSTGRES_SCHEMES = frozenset({"postgres", "postgresql"})
 _SSL_QUERY_KEYS = ("sslmode", "ssl", "sslrootcert")
 COMMAND_TIMEOUT_MARGIN = 2.0
 """Seconds the client waits beyond ``statement_timeout``: the server cancels first."""
+MAX_SESSIONS_PER_USER = 10_000
+"""The highest ``SESSION_MAX_PER_USER`` allowed."""
 
 
 class Settings(BaseSettings):
@@ -390,7 +392,7 @@ class SessionSettings(BaseSettings):
     max_per_user: int = Field(
         default=10,
         ge=0,
-        le=10_000,
+        le=MAX_SESSIONS_PER_USER,
         description="live sessions one user may hold; a new one revokes the oldest beyond it "
         "(`0`: no cap)",
     )

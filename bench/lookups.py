@@ -25,7 +25,7 @@ from app_db.models import Customer, Session, User
 from app_db.models.types import uuid7
 from app_db.pagination import encode_cursor
 from app_db.security.tokens import hash_token, new_token
-from app_db.sessions import ISSUE_CAPPED_SQL
+from app_db.sessions import issue_capped_sql
 from bench.database import POLICY, Seed
 from bench.harness import Operation
 
@@ -204,19 +204,12 @@ def issue_same_sql(
     library = issue(pool, engine, maker, seed)
     user_id = pick(seed.user_ids)
     lifetime = timedelta(hours=1)
-    others = POLICY.max_per_user - 1
+    statement = issue_capped_sql(POLICY.max_per_user - 1)
 
     async def raw(i: int) -> object:
         async with pool.acquire() as connection, connection.transaction():
             return await connection.fetchrow(
-                ISSUE_CAPPED_SQL,
-                uuid7(),
-                user_id(i),
-                hash_token(new_token()),
-                None,
-                None,
-                lifetime,
-                others,
+                statement, uuid7(), user_id(i), hash_token(new_token()), None, None, lifetime
             )
 
     return Variants(raw, library.orm, library.lib)

@@ -190,7 +190,7 @@ async def test_small_batches_keep_one_plan_instead_of_planning_at_every_call(
                 "INSERT INTO users (email, password_hash)"
                 " SELECT 'many' || i || '@example.com', 'h' FROM generate_series(1, 5000) AS i"
             )
-        async with one.connect() as connection:
+        async with one.begin() as connection:  # committed, as statistics must be to count
             await connection.exec_driver_sql("ANALYZE users")
         maker = create_sessionmaker(one)
         emails = list(people)

@@ -160,7 +160,8 @@ async def test_a_page_statement_keeps_one_plan_instead_of_planning_at_every_call
                 "INSERT INTO customers (name)"
                 " SELECT 'planned' || i FROM generate_series(1, 5000) AS i"
             )
-        async with one.connect() as connection:
+        # Committed: a rolled-back ANALYZE leaves no statistics behind.
+        async with one.begin() as connection:
             await connection.exec_driver_sql(f"ANALYZE {table}")
         maker = create_sessionmaker(one)
         async with transaction(maker) as db:

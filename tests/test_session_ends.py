@@ -4,10 +4,24 @@ import uuid
 from datetime import timedelta
 
 import pytest
+from sqlalchemy.engine import URL
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app_db import ConfigurationError, UserUpdate, load_session_settings, sessions, users
-from app_db.settings import SessionSettings
+from app_db import (
+    ConfigurationError,
+    InvalidInputError,
+    UserUpdate,
+    create_engine,
+    create_sessionmaker,
+    fastpath,
+    load_session_settings,
+    sessions,
+    transaction,
+    users,
+)
+from app_db.engine import dispose
+from app_db.settings import MAX_SESSIONS_PER_USER, SessionSettings
+from tests.conftest import settings as settings_for
 from tests.factories import make_user
 
 NEW_PASSWORD = "a brand new passphrase"
@@ -118,3 +132,49 @@ async def test_the_cap_is_a_setting_and_zero_turns_it_off(db_session: AsyncSessi
     assert await live(db_session, [second, *many]) == [True] * 13
     with pytest.raises(ConfigurationError, match="SESSION_MAX_PER_USER"):
         load_session_settings(_env_file=None, max_per_user=-1)
+
+
+async def test_a_login_at_the_cap_keeps_one_plan_instead_of_planning_at_every_call(
+    own_database: URL,
+) -> None:
+    # A database of its own, and one pooled connection: the statement has no history there.
+    one = create_engine(settings_for(own_database, database_pool_size=1, database_max_overflow=0))
+    try:
+        async with one.begin() as connection:  # 10,000 users, each at the cap of 10 sessions
+            await connection.exec_driver_sql(
+                "INSERT INTO users (email, password_hash)"
+                " SELECT 'capped' || i || '@example.com', 'h' FROM generate_series(1, 10000) AS i"
+            )
+            await connection.exec_driver_sql(
+                "INSERT INTO sessions (user_id, token_hash, created_at, expires_at)"
+                " SELECT u.id, sha256(convert_to(u.email || n, 'UTF8')),"
+                " now() - n * interval '1 minute', now() + interval '1 day'"
+                " FROM users AS u, generate_series(1, 10) AS n"
+            )
+        async with one.begin() as connection:  # committed, as statistics must be to count
+            await connection.exec_driver_sql("ANALYZE users, sessions")
+            found = await connection.exec_driver_sql("SELECT id FROM users ORDER BY id LIMIT 12")
+            logging_in = [row.id for row in found]
+        maker = create_sessionmaker(one)
+        for user_id in logging_in:  # PostgreSQL weighs a generic plan after five custom ones
+            async with transaction(maker) as db:
+                await sessions.issue(db, user_id)
+
+        plans = await fastpath.run_borrowed(
+            one,
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
+            " WHERE statement LIKE $1",
+            ("%over_cap AS%",),
+        )
+        assert [(row["generic_plans"], row["custom_plans"]) for row in plans] == [(7, 5)]
+        async with transaction(maker) as db:
+            assert [len(await sessions.list_for_user(db, u)) for u in logging_in] == [10] * 12
+    finally:
+        await dispose(one)
+
+
+@pytest.mark.parametrize("others", [-1, MAX_SESSIONS_PER_USER, True, 9.0, "9; DROP TABLE users"])
+def test_the_cap_written_into_the_statement_is_an_integer_in_range(others: object) -> None:
+    assert "OFFSET 9\n" in sessions.issue_capped_sql(9)
+    with pytest.raises(InvalidInputError, match="max_per_user"):
+        sessions.issue_capped_sql(others)
