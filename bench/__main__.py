@@ -266,7 +266,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         url = await create_database(server)
         try:
             sizes = (200, 500) if args.smoke else (10_000, 20_000)
-            data = await seed(url, users=sizes[0], customers=sizes[1])
+            data = await seed(url, users=sizes[0], customers=sizes[1], signed_in=sizes[0])
             settings = settings_for(url)
             report: dict[str, Any] = {
                 "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),

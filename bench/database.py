@@ -3,6 +3,7 @@
 import os
 import secrets
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -31,6 +32,9 @@ class Seed:
     emails: list[str]
     user_ids: list[uuid.UUID]
     cursors: list[tuple[datetime, uuid.UUID]]
+    signed_in: list[uuid.UUID]
+    """Users who each hold ``POLICY.max_per_user`` live sessions (the cap), for the login
+    workloads alone: no other workload reads their sessions, which logins revoke."""
 
 
 def plain_dsn(url: URL) -> str:
@@ -42,8 +46,9 @@ async def create_database(server: TestServer) -> URL:
     return await server.create_migrated_database("bench_")
 
 
-async def seed(url: URL, *, users: int, customers: int) -> Seed:
-    """Insert users with one live session each, and customers spread over time."""
+async def seed(url: URL, *, users: int, customers: int, signed_in: int = 0) -> Seed:
+    """Insert users with one live session each, customers spread over time, and ``signed_in``
+    more users at the session cap (sessions issued a minute apart in the last minutes)."""
     connection = await asyncpg.connect(plain_dsn(url))
     try:
         now = datetime.now(UTC)
@@ -61,6 +66,17 @@ async def seed(url: URL, *, users: int, customers: int) -> Seed:
                 (uuid7(), row[0], hash_token(token), now, now + POLICY.idle_timeout, now)
                 for row, token in zip(user_rows, tokens, strict=True)
             ],
+            columns=("id", "user_id", "token_hash", "created_at", "expires_at", "last_seen_at"),
+        )
+        capped = [(uuid7(), f"signed{i}@example.com", hashed, now, now) for i in range(signed_in)]
+        await connection.copy_records_to_table(
+            "users",
+            records=capped,
+            columns=("id", "email", "password_hash", "created_at", "updated_at"),
+        )
+        await connection.copy_records_to_table(
+            "sessions",
+            records=[session for row in capped for session in _sessions_at_cap(row[0], now)],
             columns=("id", "user_id", "token_hash", "created_at", "expires_at", "last_seen_at"),
         )
         customer_rows = [
@@ -89,7 +105,16 @@ async def seed(url: URL, *, users: int, customers: int) -> Seed:
         emails=[row[1] for row in user_rows],
         user_ids=[row[0] for row in user_rows],
         cursors=cursors,
+        signed_in=[row[0] for row in capped],
     )
+
+
+def _sessions_at_cap(user_id: uuid.UUID, now: datetime) -> Iterator[tuple[object, ...]]:
+    """Yield ``POLICY.max_per_user`` live sessions of the user, issued a minute apart."""
+    for age in range(POLICY.max_per_user, 0, -1):
+        issued = now - timedelta(minutes=age)
+        expires = issued + POLICY.idle_timeout
+        yield (uuid7(), user_id, hash_token(new_token()), issued, expires, issued)
 
 
 def describe_server(server: TestServer) -> str:

@@ -9,6 +9,7 @@ connection back. app_db runs inside ``transaction(...)``, as a web handler's dep
 """
 
 import random
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -162,23 +163,44 @@ def list_page(
     return Variants(raw, orm, lib)
 
 
+LOGIN_GROUPS = 4
+"""The login workloads' variants that sign users in: raw, ORM and app_db, and the same-SQL
+reference's raw variant."""
+
+
+def signing_in(seed: Seed, group: int) -> Callable[[int], uuid.UUID]:
+    """Return the users that one variant of the login workloads signs in, each at the cap.
+
+    Each variant signs in users of its own, as an app signs in its users. Shared users would
+    have app_db's login revoke the sessions that the plain INSERTs of the other variants left
+    beyond the cap (two or three a login, not the one of a user at the cap), and revoke the
+    sessions that the other workloads validate.
+    """
+    users = seed.signed_in[group::LOGIN_GROUPS]
+    if not users:
+        raise ValueError("the login workloads need users at the cap: seed(..., signed_in=N)")
+    return pick(users)
+
+
 def issue(
     pool: asyncpg.Pool, engine: AsyncEngine, maker: async_sessionmaker[AsyncSession], seed: Seed
 ) -> Variants:
-    user_id = pick(seed.user_ids)
+    """``sessions.issue`` for users at the cap (each login revokes their oldest session),
+    against a plain INSERT for users as signed in."""
+    raw_user, orm_user, lib_user = (signing_in(seed, group) for group in range(3))
     lifetime = timedelta(hours=1)
 
     async def raw(i: int) -> object:
         # BEGIN, INSERT, COMMIT: a unit of work that the caller could extend, as app_db's is.
         async with pool.acquire() as connection, connection.transaction():
             return await connection.fetchrow(
-                RAW_ISSUE, user_id(i), hash_token(new_token()), lifetime
+                RAW_ISSUE, raw_user(i), hash_token(new_token()), lifetime
             )
 
     async def orm(i: int) -> object:
         async with AsyncSession(engine) as db:
             session = Session(
-                user_id=user_id(i),
+                user_id=orm_user(i),
                 token_hash=hash_token(new_token()),
                 expires_at=datetime.now(UTC) + lifetime,
             )
@@ -188,7 +210,7 @@ def issue(
 
     async def lib(i: int) -> object:
         async with transaction(maker) as db:
-            return await sessions.issue(db, user_id(i), ttl=lifetime, settings=POLICY)
+            return await sessions.issue(db, lib_user(i), ttl=lifetime, settings=POLICY)
 
     return Variants(raw, orm, lib)
 
@@ -202,7 +224,7 @@ def issue_same_sql(
     live sessions beyond ``SESSION_MAX_PER_USER``, which costs the server more.
     """
     library = issue(pool, engine, maker, seed)
-    user_id = pick(seed.user_ids)
+    user_id = signing_in(seed, 3)
     lifetime = timedelta(hours=1)
     statement = issue_capped_sql(POLICY.max_per_user - 1)
 

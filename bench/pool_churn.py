@@ -52,7 +52,7 @@ async def main(workload: str, rounds: int, *, churn: bool) -> None:
     try:
         url = await create_database(server)
         try:
-            data = await seed(url, users=10_000, customers=20_000)
+            data = await seed(url, users=10_000, customers=20_000, signed_in=10_000)
             pool = await asyncpg.create_pool(plain_dsn(url), min_size=10, max_size=15)
             engines = {
                 name: create_engine(settings_for(url).model_copy(update=changed), **options)
