@@ -69,7 +69,7 @@ class StoredRead(AppModel):
     ``model_validate`` of a table instance that the database returned (persistent or
     detached, unchanged since, every field loaded) copies its values without validating
     them: app_db validated them on the way in, and the database's types hold them; so does a
-    row that app_db read from a model's table for a page (``app_db.rows``). Only when every
+    row that app_db read from a model's table for a page (``app_db.rows``), provided every
     field of the schema is a column of that table. Anything else (a mapping, a new or
     changed instance, a row of another table) is validated as usual. Building 50 read
     models for a page then costs about what building the instances did.
