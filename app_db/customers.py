@@ -19,9 +19,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_db import coalesce, fastpath, instances, rows
 from app_db.bulk import NOT_THE_OWNER, bulk_import
-from app_db.errors import InvalidInputError, NotFoundError, row_required, typed_errors
+from app_db.errors import InvalidInputError, NotFoundError, row_required
 from app_db.models import Customer, CustomerCreate, CustomerUpdate
-from app_db.observe.spans import traced
 from app_db.ownership import owner_of
 from app_db.pagination import (
     CURSOR_PATTERN,
@@ -36,6 +35,7 @@ from app_db.pagination import (
     rows_to_read,
     search_term,
 )
+from app_db.public import public
 from app_db.validation import checked_uuid, validated
 
 _NOT_NULL = ("name",)
@@ -90,8 +90,7 @@ _ROW = rows.record_class(Customer, _NAMES)
 _SEARCH_ROW = rows.record_class(Customer, (*_NAMES, "hit"))
 
 
-@traced
-@typed_errors
+@public
 async def create(db: AsyncSession, data: CustomerCreate) -> Customer:
     """Create a customer; an unknown ``owner_id`` raises ``InvalidInputError``.
 
@@ -121,8 +120,7 @@ def owned_by(
     return scoped
 
 
-@traced
-@typed_errors
+@public
 async def get(db: AsyncSession, customer_id: uuid.UUID) -> Customer | None:
     """Return the customer with this id, or ``None``; it joins the session, as ``db.get``.
 
@@ -139,8 +137,7 @@ async def get(db: AsyncSession, customer_id: uuid.UUID) -> Customer | None:
     return None if row is None else coalesce.loaded_into(db, Customer, row)
 
 
-@traced
-@typed_errors
+@public
 async def update(db: AsyncSession, customer_id: uuid.UUID, data: CustomerUpdate) -> Customer:
     """Apply the fields set in ``data``; raise ``NotFoundError`` when there is no such customer.
 
@@ -165,8 +162,7 @@ async def update(db: AsyncSession, customer_id: uuid.UUID, data: CustomerUpdate)
     return customer
 
 
-@traced
-@typed_errors
+@public
 async def delete(db: AsyncSession, customer_id: uuid.UUID) -> bool:
     """Delete the customer; return whether it existed (another owner's does not, in scope)."""
     condition = col(Customer.id) == checked_uuid(customer_id, field="customer_id")
@@ -182,8 +178,7 @@ async def delete(db: AsyncSession, customer_id: uuid.UUID) -> bool:
     return result.first() is not None
 
 
-@traced
-@typed_errors
+@public
 async def list(
     db: AsyncSession,
     *,

@@ -17,11 +17,11 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_db import coalesce, driver_transaction, fastpath, instances, session_lookups
-from app_db.errors import InvalidInputError, typed_errors
+from app_db.errors import InvalidInputError
 from app_db.models import Session, User
 from app_db.models.session import USER_AGENT_MAX_LENGTH, IPAddress
 from app_db.models.types import uuid7
-from app_db.observe.spans import traced
+from app_db.public import public
 from app_db.rows import Row
 from app_db.security import events
 from app_db.security.events import Client, current_client
@@ -48,8 +48,7 @@ def _live(token_hash: bytes) -> ColumnElement[bool]:
     )
 
 
-@traced
-@typed_errors
+@public
 async def issue(
     db: AsyncSession,
     user_id: uuid.UUID,
@@ -156,8 +155,7 @@ def _session_values(row: Row) -> dict[str, object]:
     return values
 
 
-@traced
-@typed_errors
+@public
 async def validate(
     db: AsyncSession | AsyncEngine, token: str, *, settings: SessionSettings | None = None
 ) -> tuple[Session, User] | None:
@@ -199,8 +197,7 @@ async def validate(
     )
 
 
-@traced
-@typed_errors
+@public
 async def rotate(
     db: AsyncSession, token: str, *, settings: SessionSettings | None = None
 ) -> tuple[str, Session] | None:
@@ -228,8 +225,7 @@ async def rotate(
     return new_token_, new
 
 
-@traced
-@typed_errors
+@public
 async def revoke(db: AsyncSession, token: str) -> bool:
     """Revoke the live session of a token (a logout); return whether there was one."""
     if not is_well_formed(token):
@@ -237,8 +233,7 @@ async def revoke(db: AsyncSession, token: str) -> bool:
     return await _revoke(db, _live(hash_token(token)), reason="logout") > 0
 
 
-@traced
-@typed_errors
+@public
 async def revoke_by_id(db: AsyncSession, user_id: uuid.UUID, session_id: uuid.UUID) -> bool:
     """Revoke one live session of the user, by its id (sign a device out from a list of
     ``list_for_user``); return whether the user had such a live session."""
@@ -251,8 +246,7 @@ async def revoke_by_id(db: AsyncSession, user_id: uuid.UUID, session_id: uuid.UU
     return await _revoke(db, and_(*conditions), reason="by_id") > 0
 
 
-@traced
-@typed_errors
+@public
 async def revoke_all(
     db: AsyncSession,
     user_id: uuid.UUID,
@@ -302,8 +296,7 @@ async def _revoke(
     return len(revoked)
 
 
-@traced
-@typed_errors
+@public
 async def list_for_user(
     db: AsyncSession, user_id: uuid.UUID, *, include_ended: bool = False
 ) -> Sequence[Session]:
@@ -318,8 +311,7 @@ async def list_for_user(
     return result.all()
 
 
-@traced
-@typed_errors
+@public
 async def purge_expired(
     db: AsyncSession, *, batch_size: int = DEFAULT_PURGE_BATCH, max_batches: int | None = None
 ) -> int:

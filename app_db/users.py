@@ -22,13 +22,11 @@ from app_db.errors import (
     NotFoundError,
     ThrottledError,
     row_required,
-    typed_errors,
 )
 from app_db.models import User, UserCreate, UserUpdate
 from app_db.models.password import Password
 from app_db.models.token import EMAIL_VERIFICATION, PASSWORD_RESET
 from app_db.models.types import EMAIL_MAX_LENGTH, normalize_email
-from app_db.observe.spans import traced
 from app_db.pagination import (
     Page,
     decode_cursor,
@@ -37,6 +35,7 @@ from app_db.pagination import (
     rows_to_read,
     search_term,
 )
+from app_db.public import public
 from app_db.security import events, one_time, throttle
 from app_db.security.events import Client, current_client
 from app_db.security.passwords import (
@@ -58,8 +57,7 @@ _BY_EMAIL = coalesce.by_key(
 _BY_ID = coalesce.by_key("users.id", "users", _USER_NAMES, "t.id = {}", "uuid")
 
 
-@traced
-@typed_errors
+@public
 async def create(db: AsyncSession, data: UserCreate) -> User:
     """Create a user with a normalised email and an argon2id password hash.
 
@@ -78,15 +76,13 @@ async def create(db: AsyncSession, data: UserCreate) -> User:
     return user
 
 
-@traced
-@typed_errors
+@public
 async def get(db: AsyncSession, user_id: uuid.UUID) -> User | None:
     """Return the user with this id, or ``None``; the user joins the session, as ``db.get``."""
     return await coalesce.get_into(db, User, _BY_ID, checked_uuid(user_id, field="user_id"))
 
 
-@traced
-@typed_errors
+@public
 async def get_by_email(db: AsyncSession, email: str) -> User | None:
     """Return the user with this email in any letter case, or ``None`` (served by the index).
 
@@ -117,8 +113,7 @@ def _lookup_form(email: str) -> str | None:
         return None
 
 
-@traced
-@typed_errors
+@public
 async def authenticate(
     db: AsyncSession,
     email: str,
@@ -180,8 +175,7 @@ async def authenticate(
     return user
 
 
-@traced
-@typed_errors
+@public
 async def update(
     db: AsyncSession,
     user_id: uuid.UUID,
@@ -218,8 +212,7 @@ async def update(
     return user
 
 
-@traced
-@typed_errors
+@public
 async def set_password(
     db: AsyncSession,
     user_id: uuid.UUID,
@@ -252,8 +245,7 @@ async def set_password(
     )
 
 
-@traced
-@typed_errors
+@public
 async def deactivate(db: AsyncSession, user_id: uuid.UUID) -> None:
     """Mark the user inactive and revoke all of their sessions; raise ``NotFoundError`` as
     ``set_password`` does."""
@@ -272,8 +264,7 @@ async def _require(db: AsyncSession, user_id: uuid.UUID) -> User:
     return user
 
 
-@traced
-@typed_errors
+@public
 async def forgot_password(
     db: AsyncSession,
     email: str,
@@ -303,8 +294,7 @@ async def forgot_password(
     return None if issued is None else issued[0]
 
 
-@traced
-@typed_errors
+@public
 async def reset_password(db: AsyncSession, token: str, password: str | SecretStr) -> User:
     """Set a new password with a reset token; spend the token; end every session of the user.
 
@@ -329,8 +319,7 @@ async def reset_password(db: AsyncSession, token: str, password: str | SecretStr
     return user
 
 
-@traced
-@typed_errors
+@public
 async def request_verification(
     db: AsyncSession, user_id: uuid.UUID, *, settings: TokenSettings | None = None
 ) -> str:
@@ -348,8 +337,7 @@ async def request_verification(
     return token
 
 
-@traced
-@typed_errors
+@public
 async def verify_email(db: AsyncSession, token: str) -> User:
     """Spend a verification token and mark the user's email verified (``verified_at``).
 
@@ -369,8 +357,7 @@ async def verify_email(db: AsyncSession, token: str) -> User:
     return user
 
 
-@traced
-@typed_errors
+@public
 async def delete(db: AsyncSession, user_id: uuid.UUID) -> bool:
     """Erase the user; return whether there was one.
 
@@ -391,8 +378,7 @@ async def delete(db: AsyncSession, user_id: uuid.UUID) -> bool:
     return deleted
 
 
-@traced
-@typed_errors
+@public
 async def list(
     db: AsyncSession,
     *,
@@ -451,8 +437,7 @@ _ROW = rows.record_class(User, _PAGE_NAMES)
 _SELECT_USERS = f"SELECT {', '.join(_PAGE_NAMES)} FROM users"  # noqa: S608 - column names
 
 
-@traced
-@typed_errors
+@public
 async def purge_tokens(
     db: AsyncSession, *, batch_size: int = DEFAULT_PURGE_BATCH, max_batches: int | None = None
 ) -> int:

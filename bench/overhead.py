@@ -17,6 +17,7 @@ from sqlalchemy.pool import AsyncAdaptedQueuePool
 
 from app_db import create_engine, create_sessionmaker, sessions, transaction
 from app_db.engine import dispose
+from app_db.errors import typed_errors
 from app_db.observe import otel, slow, spans
 from app_db.testing.plugin import settings_for
 from app_db.testing.server import find_test_server
@@ -30,7 +31,8 @@ CONCURRENCY = 32
 def bare() -> Iterator[None]:
     """Remove every observability hook from the validate path, for the block."""
     removed: list[tuple[Any, str, Any]] = [
-        (sessions, "validate", sessions.validate.__wrapped__),  # type: ignore[attr-defined]
+        # the call without its span or name, with its typed errors
+        (sessions, "validate", typed_errors(sessions.validate.__wrapped__)),  # type: ignore[attr-defined]
         (spans, "caller", lambda: None),
         (spans, "batch_span", lambda *_: None),
         (otel, "record_batch", lambda *_: None),

@@ -26,17 +26,11 @@ naming_calls = False
 """Whether ``current_call`` is kept: ``create_engine`` turns it on for the slow-statement log."""
 
 
-def traced(
-    function: Callable[P, Coroutine[Any, Any, R]],
-) -> Callable[P, Coroutine[Any, Any, R]]:
-    """Run a public API coroutine in its span, ``<module>.<function>``, when spans are kept."""
-    return traced_as(f"{function.__module__}.{function.__name__}")(function)
-
-
 def traced_as(
     name: str,
 ) -> Callable[[Callable[P, Coroutine[Any, Any, R]]], Callable[P, Coroutine[Any, Any, R]]]:
-    """Run a public API coroutine in a span of this name (where it is public), as ``traced``."""
+    """Run a public API coroutine in a span of this name (where it is public) when spans are
+    kept, and name the call for the slow-statement log (``app_db.public`` adds typed errors)."""
     return functools.partial(_traced, name=name)
 
 

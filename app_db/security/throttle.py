@@ -25,8 +25,8 @@ from functools import cache
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_db import fastpath
-from app_db.errors import InvalidInputError, ThrottledError, typed_errors
-from app_db.observe.spans import traced
+from app_db.errors import InvalidInputError, ThrottledError
+from app_db.public import public
 from app_db.settings import ThrottleSettings, load_throttle_settings
 
 DEFAULT_PURGE_BATCH = 1000
@@ -182,8 +182,7 @@ DELETE FROM throttles WHERE key IN (SELECT key FROM batch)
 """
 
 
-@traced
-@typed_errors
+@public
 async def purge_expired(
     db: AsyncSession,
     *,
