@@ -15,6 +15,7 @@ from app_db import (
     StatementTimeoutError,
     create_engine,
     create_sessionmaker,
+    driver_transaction,
     transaction,
 )
 from app_db.models import Customer, CustomerCreate
@@ -198,3 +199,24 @@ async def test_a_transaction_block_is_entered_once(
     with pytest.raises(RuntimeError, match="only once"):
         async with block:
             pass
+
+
+async def test_a_session_from_create_sessionmaker_is_the_same_with_and_without_arguments(
+    app_db_engine: AsyncEngine,
+) -> None:
+    maker = create_sessionmaker(app_db_engine)
+    maker.configure(info={"app": "kept"})
+    plain = maker()
+    given = maker(info={"request": "added"}, autoflush=False)
+    for session in (plain, given):
+        assert isinstance(session, AsyncSession)
+        assert isinstance(session.sync_session, driver_transaction.Session)
+        assert session.bind is app_db_engine
+        assert session.sync_session.expire_on_commit is False
+    assert plain.info == {"app": "kept"}
+    assert given.info == {"app": "kept", "request": "added"}
+    assert (plain.sync_session.autoflush, given.sync_session.autoflush) == (True, False)
+    plain.info["changed"] = True  # each session's info is its own
+    assert maker().info == {"app": "kept"}
+    for session in (plain, given):
+        await session.close()
