@@ -21,6 +21,7 @@ from app_db import coalesce, fastpath, instances, rows
 from app_db.bulk import NOT_THE_OWNER, bulk_import
 from app_db.errors import InvalidInputError, NotFoundError, row_required
 from app_db.models import Customer, CustomerCreate, CustomerUpdate
+from app_db.observe.spans import public
 from app_db.ownership import owner_of
 from app_db.pagination import (
     CURSOR_PATTERN,
@@ -35,7 +36,6 @@ from app_db.pagination import (
     rows_to_read,
     search_term,
 )
-from app_db.public import public
 from app_db.validation import checked_uuid, validated
 
 _NOT_NULL = ("name",)

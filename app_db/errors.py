@@ -348,9 +348,15 @@ class _Translated:
         return None
 
     def __exit__(self, kind: object, error: BaseException | None, trace: object) -> Literal[False]:
-        typed = None if error is None else translated(error)
-        if typed is None:
-            return False
+        if error is not None:
+            raise_translated(error)
+        return False
+
+
+def raise_translated(error: BaseException) -> None:
+    """Raise the typed error for ``error`` from it, if it has one (see ``translated``)."""
+    typed = translated(error)
+    if typed is not None:
         raise typed from error
 
 

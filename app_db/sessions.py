@@ -21,7 +21,7 @@ from app_db.errors import InvalidInputError
 from app_db.models import Session, User
 from app_db.models.session import USER_AGENT_MAX_LENGTH, IPAddress
 from app_db.models.types import uuid7
-from app_db.public import public
+from app_db.observe.spans import public
 from app_db.rows import Row
 from app_db.security import events
 from app_db.security.events import Client, current_client

@@ -27,6 +27,7 @@ from app_db.models import User, UserCreate, UserUpdate
 from app_db.models.password import Password
 from app_db.models.token import EMAIL_VERIFICATION, PASSWORD_RESET
 from app_db.models.types import EMAIL_MAX_LENGTH, normalize_email
+from app_db.observe.spans import public
 from app_db.pagination import (
     Page,
     decode_cursor,
@@ -35,7 +36,6 @@ from app_db.pagination import (
     rows_to_read,
     search_term,
 )
-from app_db.public import public
 from app_db.security import events, one_time, throttle
 from app_db.security.events import Client, current_client
 from app_db.security.passwords import (

@@ -26,7 +26,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_db import fastpath
 from app_db.errors import InvalidInputError, ThrottledError
-from app_db.public import public
+from app_db.observe.spans import public
 from app_db.settings import ThrottleSettings, load_throttle_settings
 
 DEFAULT_PURGE_BATCH = 1000
