@@ -66,6 +66,8 @@ async def test_sessionmaker_gives_sqlmodel_sessions_that_keep_attributes(
 ) -> None:
     """Called with arguments or without (its quicker path), alike but for the arguments."""
     sessionmaker = create_sessionmaker(app_db_engine)
+    assert sessionmaker.class_ is AsyncSession
+    assert sessionmaker.kw["expire_on_commit"] is False
     sessionmaker.configure(info={"app": "kept"})
     plain = sessionmaker()
     given = sessionmaker(info={"request": "added"}, autoflush=False)
