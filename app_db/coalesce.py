@@ -29,6 +29,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app_db import fastpath
 from app_db.cluster.routing import replica_for
 from app_db.errors import typed_error
+from app_db.lazy_session import built
 from app_db.observe import otel, spans
 from app_db.rows import Row
 
@@ -242,7 +243,8 @@ async def get_borrowed(engine: AsyncEngine, lookup: Lookup, key: object) -> Row 
 
 async def get_into(db: AsyncSession, model: type[M], lookup: Lookup, key: object) -> M | None:
     """Return the session's instance for ``key``, else load it (batched) into the session."""
-    held = db.sync_session.identity_map.get(identity_key(model, key))
+    sync = built(db)
+    held = None if sync is None else sync.identity_map.get(identity_key(model, key))
     if held is not None and not inspect(held).expired_attributes:
         found: M = held  # as ``db.get`` does: no query for what the session holds, unexpired
         return found

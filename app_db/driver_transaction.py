@@ -41,6 +41,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_db.closing import cancelling
 from app_db.errors import DISCONNECTS
+from app_db.lazy_session import built
 from app_db.pool import borrow, drop, give_back
 
 HELD = "app_db_held_transaction"
@@ -96,7 +97,8 @@ class Session(SQLModelSession):
 
 def held(db: AsyncSession) -> Held | None:
     """Return the transaction the session holds on the driver, unless SQLAlchemy adopted it."""
-    found: Held | None = db.sync_session.info.get(HELD)
+    sync = built(db)
+    found: Held | None = None if sync is None else sync.info.get(HELD)
     return found if found is not None and found.adopted is None else None
 
 

@@ -24,6 +24,7 @@ from app_db.cluster.fencing import Fence
 from app_db.coalesce import COALESCE
 from app_db.errors import raise_translated, translated_errors
 from app_db.fastpath import DRIVER_READS, READ_TIMEOUT, has_pending
+from app_db.lazy_session import LazyAsyncSession, built
 from app_db.observe import otel, slow, stats
 from app_db.observe.slow import SLOW_MS
 from app_db.pool import EnginePool, refuse_closed_connection
@@ -158,8 +159,9 @@ def _drop_on_client_timeout(context: ExceptionContext) -> None:
 class _Sessionmaker(async_sessionmaker[AsyncSession]):
     """SQLAlchemy's ``async_sessionmaker``, a little quicker to call with no arguments.
 
-    Its ``__call__`` merges the call's arguments into its own one by one: about 1 µs of the
-    12 µs a session costs, at every request. With no arguments, there is nothing to merge.
+    Its ``__call__`` merges the call's arguments into its own one by one: 0.3 µs more than the
+    0.55 µs that a session, built when first used (``LazyAsyncSession``), costs at every
+    request. With no arguments, there is nothing to merge.
     """
 
     def __call__(self, **local_kw: Any) -> AsyncSession:
@@ -171,12 +173,13 @@ class _Sessionmaker(async_sessionmaker[AsyncSession]):
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     """Return a factory of SQLModel ``AsyncSession`` objects that keep attributes after commit.
 
-    Their sessions are app_db's (``driver_transaction.Session``): SQLModel's, able to begin
-    a transaction on the driver for app_db's own writes, and hand it to SQLAlchemy if needed.
+    Their sessions are app_db's: SQLModel's, built when first used (``LazyAsyncSession``), and
+    able to begin a transaction on the driver for app_db's own writes, and hand it to
+    SQLAlchemy if needed (``driver_transaction.Session``).
     """
     return _Sessionmaker(
         engine,
-        class_=AsyncSession,
+        class_=LazyAsyncSession,
         sync_session_class=driver_transaction.Session,
         expire_on_commit=False,
     )
@@ -252,6 +255,10 @@ class Transaction:
     ) -> None:
         session = self._session
         assert session is not None
+        if built(session) is None:  # never used but to borrow: nothing began, nothing to close
+            if error is not None:
+                raise_translated(error)
+            return
         held = driver_transaction.held(session)
         if held is not None and error is None and has_pending(session):
             # ORM changes to flush in it (a change begins SQLAlchemy's transaction, which adopts

@@ -31,6 +31,7 @@ from app_db.cluster.routing import replica_for
 from app_db.errors import DISCONNECTS as _DISCONNECTS
 from app_db.errors import AppDBError, DatabaseUnavailableError
 from app_db.instances import column_names, detached, detached_all, primary_key_of
+from app_db.lazy_session import bind_of, built, info_of
 from app_db.observe import slow
 from app_db.ownership import OWNER, SET_SQL
 from app_db.pool import borrow, drop, give_back
@@ -72,7 +73,7 @@ async def fetch(
         return await on_engines(
             engine, lambda chosen: run_borrowed(chosen, sql, args, record_class), replica
         )
-    owner = db.info.get(OWNER)
+    owner = info_of(db).get(OWNER)
     engine = borrowable(db, scoped=True) if read_only and owner is not None else None
     if engine is not None:
         replica = replica_for(db, engine)
@@ -167,10 +168,10 @@ def borrowable(db: AsyncSession, *, scoped: bool = False) -> AsyncEngine | None:
     ``scoped``, a session scoped to an owner may borrow too: for a read-only statement that
     runs in a read-only transaction of its own, under the same scope (see ``run_borrowed``).
     """
-    bind = db.bind
+    bind = bind_of(db)
     if (
         isinstance(bind, AsyncEngine)
-        and (scoped or OWNER not in db.info)
+        and (scoped or OWNER not in info_of(db))
         and not _holds_connection(db)
         and _read_committed(bind)
     ):
@@ -235,7 +236,7 @@ async def run_borrowed(
 
 def engine_of(db: AsyncSession) -> AsyncEngine:
     """Return the engine of the session's bind, an engine or a connection of one."""
-    bind = db.bind
+    bind = bind_of(db)
     if isinstance(bind, AsyncEngine):
         return bind
     if isinstance(bind, AsyncConnection):
@@ -373,13 +374,17 @@ def has_pending(db: AsyncSession) -> bool:
     The answer of ``db.new or db.dirty or db.deleted``, asked before every read: those build a
     set each (0.9 µs for the three), where the test SQLAlchemy's flush makes costs 0.1 µs.
     """
-    return not db.sync_session._is_clean()
+    sync = built(db)
+    return sync is not None and not sync._is_clean()
 
 
 def _holds_connection(db: AsyncSession) -> bool:
+    sync = built(db)
+    if sync is None:
+        return False
     if driver_transaction.held(db) is not None:
         return True
-    transaction = db.sync_session.get_transaction()  # the root transaction, if one began
+    transaction = sync.get_transaction()  # the root transaction, if one began
     return transaction is not None and bool(transaction.connections)
 
 
@@ -419,7 +424,8 @@ def load(db: AsyncSession, model: type[M], row: Row) -> M:
 def load_many(db: AsyncSession, model: type[M], rows: Sequence[Row]) -> list[M]:
     """Return instances for many rows (mappings of column name to value), as ``load`` does."""
     values = _column_values(column_names(model), rows)
-    if db.sync_session.identity_map:  # some may be the session's own: look each one up
+    sync = built(db)
+    if sync is not None and sync.identity_map:  # some may be the session's own: look each one up
         return [load_values(db, model, one) for one in values]
     return detached_all(model, values)
 
@@ -437,7 +443,8 @@ def load_values(db: AsyncSession, model: type[M], values: dict[str, Any]) -> M:
 
     A new instance takes ``values`` as its ``__dict__``: the caller hands the dict over.
     """
-    identity_map = db.sync_session.identity_map
+    sync = built(db)
+    identity_map = None if sync is None else sync.identity_map
     if identity_map:
         key = (model, tuple([values[name] for name in primary_key_of(model)]), None)
         existing: M | None = identity_map.get(key)

@@ -28,6 +28,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_db import driver_transaction
 from app_db.errors import InvalidInputError
+from app_db.lazy_session import info_of
 from app_db.validation import checked_uuid
 
 OWNER = "app_db_owner"
@@ -40,7 +41,7 @@ OWNER_FUNCTION = "app_db_owner"
 
 def owner_of(db: AsyncSession) -> uuid.UUID | None:
     """Return the owner the session is scoped to, or ``None`` for an unscoped session."""
-    owner: uuid.UUID | None = db.info.get(OWNER)
+    owner: uuid.UUID | None = info_of(db).get(OWNER)
     return owner
 
 

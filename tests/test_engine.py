@@ -18,6 +18,7 @@ from app_db import (
     driver_transaction,
     transaction,
 )
+from app_db.lazy_session import LazyAsyncSession
 from app_db.models import Customer, CustomerCreate
 from tests.conftest import settings as settings_of
 
@@ -66,14 +67,15 @@ async def test_sessionmaker_gives_sqlmodel_sessions_that_keep_attributes(
 ) -> None:
     """Called with arguments or without (its quicker path), alike but for the arguments."""
     sessionmaker = create_sessionmaker(app_db_engine)
-    assert sessionmaker.class_ is AsyncSession
+    assert sessionmaker.class_ is LazyAsyncSession
+    assert issubclass(LazyAsyncSession, AsyncSession)
     assert sessionmaker.kw["expire_on_commit"] is False
     sessionmaker.configure(info={"app": "kept"})
     plain = sessionmaker()
     given = sessionmaker(info={"request": "added"}, autoflush=False)
     try:
         for session in (plain, given):
-            assert type(session) is AsyncSession
+            assert type(session) is LazyAsyncSession
             assert type(session.sync_session) is driver_transaction.Session
             assert session.bind is app_db_engine
             assert session.sync_session.expire_on_commit is False

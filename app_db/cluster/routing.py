@@ -16,6 +16,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app_db.cluster import wal
 from app_db.cluster.replica import REPLICAS, Replica, replica_of
 from app_db.errors import typed_error
+from app_db.lazy_session import info_of
 
 AFTER = "app_db.read_after"
 """``session.info`` key: the position the session's replica reads must see."""
@@ -49,7 +50,7 @@ def replica_for(db: AsyncSession, primary: AsyncEngine) -> Replica | None:
     replica = replica_of(primary)
     if replica is None:
         return None
-    after = db.info.get(AFTER)
+    after = info_of(db).get(AFTER)
     return replica if replica.serves(primary, after) else None
 
 
@@ -68,7 +69,7 @@ async def commit_position(db: AsyncSession) -> str | None:
     the primary. If the primary cannot answer it, the position returned is one no replica
     reaches, so the client reads from the primary until it carries another.
     """
-    engine = db.info.get(COMMITTED)
+    engine = info_of(db).get(COMMITTED)
     if not isinstance(engine, AsyncEngine):
         return None
     try:
