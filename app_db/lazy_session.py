@@ -4,9 +4,12 @@ Building an ``AsyncSession`` costs about 5 µs (12.7 µs on a slower machine), h
 ``transaction()`` block: SQLAlchemy's ``Session`` with its identity map and registries, and the
 proxy around it. A request whose reads all borrow a pooled connection (``app_db.fastpath``,
 ``app_db.coalesce``) never needs them. So a ``LazyAsyncSession`` keeps its constructor's
-arguments and runs ``AsyncSession.__init__`` with them when anything first asks for what that
-builds: a method that works on the ``Session``, ``sync_session``, ``info``, ``bind``. From then
-on it is that ``AsyncSession``, at no cost per attribute.
+arguments and runs ``AsyncSession.__init__`` with them at the first access to an instance
+attribute it lacks: a method that works on the ``Session`` (``add``, ``execute``, ``close``...),
+``sync_session``, ``info``, ``bind``, or any name that is not there (``hasattr`` builds it
+too). Class attributes answer as the class has them: ``sync_session_class`` is SQLModel's
+``Session`` until the session is built with the sessionmaker's. From then on it is that
+``AsyncSession``, at no cost per attribute.
 
 The fast path asks what it needs without building: ``built`` (no ``Session`` yet means nothing
 added, no transaction, no connection, an empty identity map), ``bind_of`` and ``info_of``. An
@@ -15,6 +18,7 @@ call, and again at every later use.
 """
 
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -23,7 +27,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 _ARGUMENTS = "_app_db_arguments"
 """The instance's ``__dict__`` key of the constructor's arguments, until it is built."""
-_NO_INFO: Mapping[Any, Any] = {}
+_NO_INFO: Mapping[Any, Any] = MappingProxyType({})
 
 
 class LazyAsyncSession(AsyncSession):
@@ -64,9 +68,10 @@ def bind_of(db: AsyncSession) -> AsyncEngine | AsyncConnection | None:
 
 
 def info_of(db: AsyncSession) -> Mapping[Any, Any]:
-    """Return ``db.info`` to read, without building the session (its sessionmaker's ``info``)."""
+    """Return ``db.info`` to read, without building the session: unbuilt, a read-only view
+    of the ``info`` it was made with (the sessionmaker's, merged with the call's)."""
     arguments = db.__dict__.get(_ARGUMENTS)
     if arguments is None:
         return db.info
-    info: Mapping[Any, Any] | None = arguments[1].get("info")
-    return _NO_INFO if info is None else info
+    info: dict[Any, Any] | None = arguments[1].get("info")
+    return _NO_INFO if info is None else MappingProxyType(info)

@@ -16,7 +16,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app_db.cluster import wal
 from app_db.cluster.replica import REPLICAS, Replica, replica_of
 from app_db.errors import typed_error
-from app_db.lazy_session import info_of
+from app_db.lazy_session import bind_of, info_of
 
 AFTER = "app_db.read_after"
 """``session.info`` key: the position the session's replica reads must see."""
@@ -38,7 +38,14 @@ def position_of(carried: str) -> int:
 
 
 def route(db: AsyncSession, *, primary: bool, after: str | None) -> None:
-    """Send the session's reads to the primary, or to a replica that has replayed ``after``."""
+    """Send the session's reads to the primary, or to a replica that has replayed ``after``.
+
+    Without a replica of the session's engine, every read goes to the primary already: the
+    session is left as it is (and unbuilt, see ``app_db.lazy_session``).
+    """
+    bind = bind_of(db)
+    if not isinstance(bind, AsyncEngine) or replica_of(bind) is None:
+        return
     if primary:
         db.info[AFTER] = wal.BEYOND_ANY
     elif after is not None:
