@@ -4,6 +4,7 @@ import uuid
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import text
 from sqlalchemy.engine import URL
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -117,6 +118,23 @@ async def test_past_the_cap_the_oldest_session_goes_first(db_session: AsyncSessi
 
     assert await live(db_session, tokens) == [False, False] + [True] * 10
     assert len(await sessions.list_for_user(db_session, user.id)) == 10
+
+
+async def test_a_revocation_writes_no_index_entry(db_session: AsyncSession) -> None:
+    """Revoked at the cap or signed out, a session's new row version is a HOT update: no index
+    holds ``revoked_at``, and each page of the table keeps room for it."""
+    user = await make_user(db_session)
+    tokens = await tokens_of(db_session, user.id, 10)
+    hot_updates = text("SELECT pg_stat_get_xact_tuples_hot_updated('sessions'::regclass)")
+    before = await db_session.scalar(hot_updates)
+
+    tokens += await tokens_of(db_session, user.id, 1)  # revokes the oldest
+    assert await sessions.revoke(db_session, tokens[-1])
+
+    assert await db_session.scalar(hot_updates) == before + 2
+    assert await live(db_session, tokens) == [False] + [True] * 9 + [False]
+    options = text("SELECT reloptions FROM pg_class WHERE oid = 'sessions'::regclass")
+    assert await db_session.scalar(options) == ["fillfactor=85"]
 
 
 async def test_the_cap_is_a_setting_and_zero_turns_it_off(db_session: AsyncSession) -> None:
