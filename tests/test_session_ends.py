@@ -21,9 +21,11 @@ from app_db import (
     users,
 )
 from app_db.engine import dispose
+from app_db.sessions import issue_capped_sql
 from app_db.settings import MAX_SESSIONS_PER_USER, SessionSettings
 from tests.conftest import settings as settings_for
 from tests.factories import make_user
+from tests.test_search import driver as search_driver
 
 NEW_PASSWORD = "a brand new passphrase"
 
@@ -135,6 +137,36 @@ async def test_a_revocation_writes_no_index_entry(db_session: AsyncSession) -> N
     assert await live(db_session, tokens) == [False] + [True] * 9 + [False]
     options = text("SELECT reloptions FROM pg_class WHERE oid = 'sessions'::regclass")
     assert await db_session.scalar(options) == ["fillfactor=85"]
+
+
+async def test_the_caps_plan_reads_no_expired_session(db_session: AsyncSession) -> None:
+    """The cap's generic plan finds the user's sessions by expiry in its index: the user's
+    expired sessions, kept until a purge, are never read."""
+    user = await make_user(db_session)
+    await db_session.exec(  # type: ignore[call-overload]
+        text(
+            "INSERT INTO sessions (user_id, token_hash, created_at, expires_at)"
+            " SELECT :user_id, sha256(convert_to(n::text, 'UTF8')),"
+            " now() - interval '40 days', now() - interval '1 day' - n * interval '1 second'"
+            " FROM generate_series(1, 500) AS n"
+        ),
+        params={"user_id": user.id},
+    )
+    await tokens_of(db_session, user.id, 10)
+    raw = await search_driver(db_session)
+    await raw.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+    await raw.execute(
+        "PREPARE capped(uuid, uuid, bytea, inet, text, interval) AS " + issue_capped_sql(9)
+    )
+    values = f"gen_random_uuid(), '{user.id}', sha256('x'), NULL, NULL, '1 hour'"
+    plan = "\n".join(
+        row[0] for row in await raw.fetch(f"EXPLAIN (ANALYZE, COSTS OFF) EXECUTE capped({values})")
+    )
+    await raw.execute("DEALLOCATE capped")
+
+    assert "Index Scan using ix_sessions_user_id_expires_at" in plan
+    assert "Index Cond: ((user_id = $2) AND (expires_at > now()))" in plan
+    assert "Rows Removed by Filter" not in plan  # neither expired nor revoked rows were read
 
 
 async def test_the_cap_is_a_setting_and_zero_turns_it_off(db_session: AsyncSession) -> None:
