@@ -65,7 +65,7 @@ async def test_server_settings_reach_the_connection(app_db_engine: AsyncEngine) 
 async def test_sessionmaker_gives_sqlmodel_sessions_that_keep_attributes(
     app_db_engine: AsyncEngine,
 ) -> None:
-    """Called with arguments or without (its quicker path), alike but for the arguments."""
+    """Called with arguments or without, alike but for the arguments."""
     sessionmaker = create_sessionmaker(app_db_engine)
     assert sessionmaker.class_ is LazyAsyncSession
     assert issubclass(LazyAsyncSession, AsyncSession)
