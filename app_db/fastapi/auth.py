@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_db import Session, User, ownership, sessions, transaction
-from app_db.fastapi.database import Db, Sessionmaker, borrowing_engine
+from app_db.fastapi.database import Db, borrowing_engine, sessionmaker_for
 
 COOKIE = "__Host-session"
 LOGIN_STATE = "app_db_login"
@@ -42,8 +42,7 @@ def token_of(request: Request) -> str | None:
     return token.strip() or None
 
 
-async def current_login(
-    request: Request,
+async def _login(
     sessionmaker: async_sessionmaker[AsyncSession],
     cookie: str | None,
     bearer: HTTPAuthorizationCredentials | None,
@@ -61,18 +60,6 @@ async def current_login(
     hold a connection (a test's), it runs in a session on that connection instead. It runs
     once per request, whether the handler asks for ``CurrentLogin``, ``CurrentUser`` or both.
     """
-    state = request.scope.setdefault("state", {})
-    found: tuple[Session, User] | None = state.get(LOGIN_STATE)
-    if found is None:
-        found = state[LOGIN_STATE] = await _login(sessionmaker, cookie, bearer)
-    return found
-
-
-async def _login(
-    sessionmaker: async_sessionmaker[AsyncSession],
-    cookie: str | None,
-    bearer: HTTPAuthorizationCredentials | None,
-) -> tuple[Session, User]:
     tokens = [t for t in (cookie, bearer.credentials if bearer is not None else None) if t]
     if not tokens:
         raise HTTPException(401, NOT_LOGGED_IN, headers={"WWW-Authenticate": "Bearer"})
@@ -94,8 +81,9 @@ class _LoginByCookie(APIKeyCookie):
     FastAPI solves each dependency of a request at a cost of about 10 µs. A function that
     took the cookie's scheme as a dependency of its own would be one more; this scheme is
     the dependency, and reads the cookie itself as ``APIKeyCookie`` would. The bearer
-    scheme and the sessionmaker stay dependencies: the OpenAPI document lists both
-    schemes, and an override of ``get_sessionmaker`` applies here as it does to ``Db``.
+    scheme stays a dependency, so that the OpenAPI document lists both schemes. The
+    sessionmaker is not one: ``sessionmaker_for`` reads it, and calls an override of
+    ``get_sessionmaker`` as FastAPI would (one of no parameters or of the request).
     """
 
     def __init__(self, *, user_only: bool) -> None:
@@ -108,10 +96,14 @@ class _LoginByCookie(APIKeyCookie):
         self.user_only = user_only
 
     async def __call__(  # type: ignore[override]
-        self, request: Request, sessionmaker: Sessionmaker, bearer: BearerToken
+        self, request: Request, bearer: BearerToken
     ) -> tuple[Session, User] | User:
-        cookie = request.cookies.get(COOKIE) or None
-        found = await current_login(request, sessionmaker, cookie, bearer)
+        state = request.scope.setdefault("state", {})
+        found: tuple[Session, User] | None = state.get(LOGIN_STATE)
+        if found is None:
+            cookie = request.cookies.get(COOKIE) or None
+            sessionmaker = await sessionmaker_for(request)
+            found = state[LOGIN_STATE] = await _login(sessionmaker, cookie, bearer)
         return found[1] if self.user_only else found
 
 

@@ -6,11 +6,12 @@ instead (a test's, joined to its rolled-back transaction). ``Db`` is a session i
 transaction that commits when the handler succeeds and rolls back when it raises.
 """
 
+import inspect
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -61,6 +62,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 async def get_sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]:
     """Return the app's sessionmaker (override this dependency to give another).
 
+    ``CurrentUser`` and ``CurrentLogin`` read it through ``sessionmaker_for``, which calls
+    an override of no parameters or of the ``Request`` and refuses any other.
+
     It is ``async`` though it awaits nothing: FastAPI runs a plain ``def`` dependency in its
     thread pool, a hop to another thread and back on every request.
     """
@@ -74,6 +78,46 @@ async def get_sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]
 
 
 Sessionmaker = Annotated[async_sessionmaker[AsyncSession], Depends(get_sessionmaker)]
+
+
+async def sessionmaker_for(request: Request) -> async_sessionmaker[AsyncSession]:
+    """Return what ``get_sessionmaker`` gives this request, its override included.
+
+    For a dependency that reads the sessionmaker on every request (the logged-in user's):
+    FastAPI spends about 10 µs solving each dependency of a request, and this is a call.
+    An override of ``get_sessionmaker`` (``app.dependency_overrides``) is called here, and
+    awaited when it returns an awaitable, if its parameters are none or the request (typed
+    ``Request``). One that yields, or takes anything that FastAPI would have to solve (a
+    dependency, a query parameter), raises ``TypeError``: give such an app its sessionmaker
+    with ``use``.
+    """
+    override = getattr(request.app, "dependency_overrides", {}).get(get_sessionmaker)
+    if override is None:
+        return await get_sessionmaker(request)
+    made = override(**dict.fromkeys(_request_parameters(override), request))
+    if inspect.isawaitable(made):
+        made = await made
+    return cast("async_sessionmaker[AsyncSession]", made)
+
+
+def _request_parameters(override: Any) -> list[str]:
+    """Return the names of the override's ``Request`` parameters; refuse any other need."""
+    if inspect.isgeneratorfunction(override) or inspect.isasyncgenfunction(override):
+        raise TypeError(_UNSUPPORTED % (override, "it yields"))
+    names = []
+    for name, parameter in inspect.signature(override, eval_str=True).parameters.items():
+        kind = parameter.annotation
+        if not (isinstance(kind, type) and issubclass(kind, Request)):
+            raise TypeError(_UNSUPPORTED % (override, f"its parameter {name!r} needs solving"))
+        names.append(name)
+    return names
+
+
+_UNSUPPORTED = (
+    "the override of get_sessionmaker %r cannot serve the logged-in user's lookup: %s; "
+    "override it with a function of no parameters or of the Request, or give the app its "
+    "sessionmaker with app_db.fastapi.use(app, sessionmaker)"
+)
 
 _Known = tuple[dict[str, Any], AsyncEngine | None]
 _borrowing: "weakref.WeakKeyDictionary[async_sessionmaker[AsyncSession], _Known]"
