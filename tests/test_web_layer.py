@@ -18,6 +18,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 import app_db.fastapi
 from app_db import coalesce
 from app_db.example import ExampleSettings, create_app
+from app_db.fastapi.database import get_db
 from tests import tutorial
 from tests.test_example_app import PASSWORD
 
@@ -155,12 +156,16 @@ async def test_an_override_of_the_request_or_of_nothing_serves_the_login(
         await signed_up(browser)
         login = {"email": "ada@example.com", "password": PASSWORD}
         token = (await browser.post("/token", json=login)).json()["access_token"]
+        bearer = {"Authorization": f"Bearer {token}"}
         seen.clear()
-        me = await browser.get("/me", headers={"Authorization": f"Bearer {token}"})
+        me = await browser.get("/me", headers=bearer)
+        page = await browser.get("/customers", headers=bearer)  # Db and CurrentUser: one call
         app.dependency_overrides[app_db.fastapi.get_sessionmaker] = lambda: db_sessionmaker
-        again = await browser.get("/me", headers={"Authorization": f"Bearer {token}"})
+        again = await browser.get("/me", headers=bearer)
 
-    assert (me.status_code, me.json()["email"], seen) == (200, "ada@example.com", ["/me"])
+    assert (me.status_code, me.json()["email"]) == (200, "ada@example.com")
+    assert (page.status_code, page.json()["items"]) == (200, [])
+    assert seen == ["/me", "/customers"]
     assert (again.status_code, again.json()["email"]) == (200, "ada@example.com")
 
 
@@ -187,33 +192,37 @@ def _needs_a_query_parameter(tenant: str = "a") -> async_sessionmaker[AsyncSessi
 @pytest.mark.parametrize(
     ("override", "why"),
     [
-        (_yields, "it yields"),
+        (_yields, "it gave async_generator, not async_sessionmaker"),
+        (lambda: "postgresql://elsewhere", "it gave str, not async_sessionmaker"),
         (_needs_a_dependency, "its parameter 'tenant' needs solving"),
         (_needs_a_query_parameter, "its parameter 'tenant' needs solving"),
     ],
 )
-async def test_an_override_the_login_cannot_call_fails_loudly(
-    override: Callable[..., Any], why: str
+@pytest.mark.parametrize("path", ["/me", "/customers", "/healthz"])
+async def test_an_override_app_db_cannot_call_fails_loudly(
+    override: Callable[..., Any], why: str, path: str
 ) -> None:
     app = create_app(None, ExampleSettings(_env_file=None))
     app.dependency_overrides[app_db.fastapi.get_sessionmaker] = override
     async with client_for(app) as browser:
         with pytest.raises(TypeError, match=re.escape(why)) as raised:
-            await browser.get("/me", headers={"Authorization": "Bearer some-token"})
+            await browser.get(path, headers={"Authorization": "Bearer some-token"})
     assert "app_db.fastapi.use(app, sessionmaker)" in str(raised.value)
 
 
-def test_the_logged_in_user_costs_fastapi_two_dependencies() -> None:
-    # FastAPI spends about 10 µs on each: the login (the cookie's scheme) and the bearer's.
+def test_the_request_session_and_the_logged_in_user_cost_fastapi_three_dependencies() -> None:
+    # FastAPI spends about 10 µs on each: Db's, the login's (the cookie's scheme) and the
+    # bearer scheme's; the sessionmaker is read by a call, once per request.
     app = FastAPI()
 
     @app.get("/me")
-    async def me(user: app_db.fastapi.CurrentUser) -> str:
-        return user.email
+    async def me(db: app_db.fastapi.Db, user: app_db.fastapi.CurrentUser) -> str:
+        return f"{db.bind} {user.email}"
 
     (route,) = [r for r in app.routes if isinstance(r, APIRoute)]
-    (login,) = route.dependant.dependencies
+    db, login = route.dependant.dependencies
     (bearer,) = login.dependencies
+    assert (db.call, db.dependencies) == (get_db, [])
     assert (isinstance(login.call, APIKeyCookie), isinstance(bearer.call, HTTPBearer)) == (
         True,
         True,

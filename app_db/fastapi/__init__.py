@@ -30,7 +30,7 @@ from app_db.fastapi.auth import (
     logout_everywhere,
     token_of,
 )
-from app_db.fastapi.database import Db, get_sessionmaker, healthz, lifespan, use
+from app_db.fastapi.database import Db, get_sessionmaker, healthz, lifespan, sessionmaker_for, use
 from app_db.fastapi.errors import (
     RETRY_AFTER_SECONDS,
     ErrorBody,
@@ -76,6 +76,7 @@ __all__ = [
     "logout",
     "logout_everywhere",
     "recovery_routes",
+    "sessionmaker_for",
     "token_of",
     "use",
 ]

@@ -57,8 +57,9 @@ async def _login(
     only reads the user builds no session and sends no ``BEGIN`` (see ``app_db.fastpath``).
     Like any first statement, it sees every committed write. The instances it returns are
     detached: ``db.add(user)`` makes changes to them flush. With a sessionmaker whose sessions
-    hold a connection (a test's), it runs in a session on that connection instead. It runs
-    once per request, whether the handler asks for ``CurrentLogin``, ``CurrentUser`` or both.
+    hold a connection (a test's), it runs in a session on that connection instead. The
+    dependency keeps its answer in the request's state: it runs once per request, whether
+    the handler asks for ``CurrentLogin``, ``CurrentUser`` or both.
     """
     tokens = [t for t in (cookie, bearer.credentials if bearer is not None else None) if t]
     if not tokens:
@@ -82,8 +83,7 @@ class _LoginByCookie(APIKeyCookie):
     took the cookie's scheme as a dependency of its own would be one more; this scheme is
     the dependency, and reads the cookie itself as ``APIKeyCookie`` would. The bearer
     scheme stays a dependency, so that the OpenAPI document lists both schemes. The
-    sessionmaker is not one: ``sessionmaker_for`` reads it, and calls an override of
-    ``get_sessionmaker`` as FastAPI would (one of no parameters or of the request).
+    sessionmaker is not one: ``sessionmaker_for`` reads it, the request's ``Db``'s.
     """
 
     def __init__(self, *, user_only: bool) -> None:

@@ -6,12 +6,11 @@ instead (a test's, joined to its rolled-back transaction). ``Db`` is a session i
 transaction that commits when the handler succeeds and rolls back when it raises.
 """
 
-import inspect
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict
-from typing import Annotated, Any, cast
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -28,6 +27,7 @@ from app_db import (
     transaction,
 )
 from app_db.engine import dispose
+from app_db.fastapi import overrides
 
 STATE = "app_db_sessionmaker"
 
@@ -62,8 +62,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 async def get_sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]:
     """Return the app's sessionmaker (override this dependency to give another).
 
-    ``CurrentUser`` and ``CurrentLogin`` read it through ``sessionmaker_for``, which calls
-    an override of no parameters or of the ``Request`` and refuses any other.
+    app_db's dependencies read it through ``sessionmaker_for``, which calls an override of
+    no parameters or of the ``Request``, and refuses any other.
 
     It is ``async`` though it awaits nothing: FastAPI runs a plain ``def`` dependency in its
     thread pool, a hop to another thread and back on every request.
@@ -77,47 +77,32 @@ async def get_sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]
     return sessionmaker
 
 
-Sessionmaker = Annotated[async_sessionmaker[AsyncSession], Depends(get_sessionmaker)]
+SESSIONMAKER_STATE = "app_db_request_sessionmaker"
 
 
 async def sessionmaker_for(request: Request) -> async_sessionmaker[AsyncSession]:
-    """Return what ``get_sessionmaker`` gives this request, its override included.
+    """Return the request's sessionmaker: ``get_sessionmaker``'s, or its override's.
 
-    For a dependency that reads the sessionmaker on every request (the logged-in user's):
-    FastAPI spends about 10 µs solving each dependency of a request, and this is a call.
-    An override of ``get_sessionmaker`` (``app.dependency_overrides``) is called here, and
-    awaited when it returns an awaitable, if its parameters are none or the request (typed
-    ``Request``). One that yields, or takes anything that FastAPI would have to solve (a
-    dependency, a query parameter), raises ``TypeError``: give such an app its sessionmaker
-    with ``use``.
+    ``Db``, ``CurrentUser``, ``CurrentLogin``, ``healthz`` and the recovery routes read it
+    here, not as a FastAPI dependency (solving one costs about 10 µs a request), and share
+    one per request. An override of ``get_sessionmaker`` in the serving app's
+    ``dependency_overrides`` (``request.app``'s) is called once per request, on the event
+    loop, with the request where it asks for it (a parameter annotated ``Request``), and
+    must give an ``async_sessionmaker``. One that takes anything that FastAPI would have to
+    solve (a dependency, a query parameter), or that yields, raises ``TypeError`` (see
+    ``app_db.fastapi.overrides``): give such an app its sessionmaker with ``use``.
     """
-    override = getattr(request.app, "dependency_overrides", {}).get(get_sessionmaker)
-    if override is None:
-        return await get_sessionmaker(request)
-    made = override(**dict.fromkeys(_request_parameters(override), request))
-    if inspect.isawaitable(made):
-        made = await made
-    return cast("async_sessionmaker[AsyncSession]", made)
+    state = request.scope.setdefault("state", {})
+    found: async_sessionmaker[AsyncSession] | None = state.get(SESSIONMAKER_STATE)
+    if found is None:
+        override = overrides.override_of(request, get_sessionmaker)
+        if override is None:
+            found = await get_sessionmaker(request)
+        else:
+            found = await overrides.called(override, request, async_sessionmaker)
+        state[SESSIONMAKER_STATE] = found
+    return found
 
-
-def _request_parameters(override: Any) -> list[str]:
-    """Return the names of the override's ``Request`` parameters; refuse any other need."""
-    if inspect.isgeneratorfunction(override) or inspect.isasyncgenfunction(override):
-        raise TypeError(_UNSUPPORTED % (override, "it yields"))
-    names = []
-    for name, parameter in inspect.signature(override, eval_str=True).parameters.items():
-        kind = parameter.annotation
-        if not (isinstance(kind, type) and issubclass(kind, Request)):
-            raise TypeError(_UNSUPPORTED % (override, f"its parameter {name!r} needs solving"))
-        names.append(name)
-    return names
-
-
-_UNSUPPORTED = (
-    "the override of get_sessionmaker %r cannot serve the logged-in user's lookup: %s; "
-    "override it with a function of no parameters or of the Request, or give the app its "
-    "sessionmaker with app_db.fastapi.use(app, sessionmaker)"
-)
 
 _Known = tuple[dict[str, Any], AsyncEngine | None]
 _borrowing: "weakref.WeakKeyDictionary[async_sessionmaker[AsyncSession], _Known]"
@@ -145,7 +130,7 @@ POSITION_HEADER = "app-db-position"
 POSITION_STATE = "app_db_position"
 
 
-async def get_db(request: Request, sessionmaker: Sessionmaker) -> AsyncIterator[AsyncSession]:
+async def get_db(request: Request) -> AsyncIterator[AsyncSession]:
     """Yield the request's session: one transaction, committed on success, else rolled back.
 
     With a read replica, the transaction reads at least what this client wrote before: the
@@ -154,7 +139,7 @@ async def get_db(request: Request, sessionmaker: Sessionmaker) -> AsyncIterator[
     replica none is sent, and this costs nothing.
     """
     after = request.cookies.get(POSITION_COOKIE) or request.headers.get(POSITION_HEADER)
-    async with transaction(sessionmaker, after=after) as db:
+    async with transaction(await sessionmaker_for(request), after=after) as db:
         yield db
     position = await commit_position(db)
     if position is not None:
@@ -166,10 +151,10 @@ Db = Annotated[AsyncSession, Depends(get_db, scope="function")]
 the request's error (a 503, a 409), never a 200 for a write that was lost."""
 
 
-async def healthz(sessionmaker: Sessionmaker) -> JSONResponse:
+async def healthz(request: Request) -> JSONResponse:
     """Answer 200 when the database runs ``SELECT 1`` in time, else 503; with pool figures.
 
     Mount it with ``app.add_api_route("/healthz", healthz)`` for a load balancer's probe.
     """
-    report = await health.check(sessionmaker.kw["bind"])
+    report = await health.check((await sessionmaker_for(request)).kw["bind"])
     return JSONResponse(status_code=200 if report.ok else 503, content=asdict(report))

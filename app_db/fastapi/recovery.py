@@ -18,14 +18,14 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from fastapi import APIRouter, BackgroundTasks
+from fastapi import APIRouter, BackgroundTasks, Request
 from pydantic import BaseModel, SecretStr
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app_db import UserRead, transaction, users
 from app_db.fastapi.auth import CurrentUser
-from app_db.fastapi.database import Db, Sessionmaker
+from app_db.fastapi.database import Db, sessionmaker_for
 from app_db.fastapi.errors import error_responses
 from app_db.models.token import EMAIL_VERIFICATION, PASSWORD_RESET
 
@@ -74,11 +74,11 @@ def recovery_routes(send: Mailer) -> APIRouter:
 
     @router.post("/password/forgot", status_code=202, responses=error_responses(429))
     async def forgot_password(
-        body: ForgotPassword, db: Db, sessionmaker: Sessionmaker, later: BackgroundTasks
+        body: ForgotPassword, db: Db, request: Request, later: BackgroundTasks
     ) -> None:
         token = await users.forgot_password(db, body.email)
         if token is not None:
-            later.add_task(_mail_reset, sessionmaker, send, body.email, token)
+            later.add_task(_mail_reset, await sessionmaker_for(request), send, body.email, token)
 
     @router.post("/password/reset", status_code=204, responses=error_responses(400))
     async def reset_password(body: ResetPassword, db: Db) -> None:
